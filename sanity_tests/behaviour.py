@@ -1,0 +1,133 @@
+"""Behaviour checks: ask the model for lists, as a request would, and judge them.
+
+"Now" is ``context.as_of``: an item is upcoming when ``item_starts_at_ > as_of``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from sanity_tests.context import CheckFailure, RunContext
+
+#: A user id no run can know; it must be served the cold-start list.
+COLD_PROBE = "__lineup_cold_probe__"
+_SHOWN = 5  # examples quoted per problem before "..."
+
+
+def golden_user_ids(context: RunContext) -> list[str]:
+    """Return the golden users' ids, failing when the run stored none."""
+    ids = [str(user["user_id"]) for user in context.golden_users if "user_id" in user]
+    if not ids:
+        raise CheckFailure(f"run {context.run_id} stored no golden users; cannot test behaviour")
+    return ids
+
+
+def _recommend(model: Any, user_id: str, context: RunContext) -> Any:
+    return model.recommend(user_id, n=context.thresholds.n, as_of=context.as_of)
+
+
+def list_problems(model: Any, rec: Any, context: RunContext) -> dict[str, str]:
+    """Return ``{problem: detail}`` for one recommendation; empty when it is a good list."""
+    n = context.thresholds.n
+    item_ids = [str(i) for i in np.asarray(rec.item_ids).ravel()]
+    scores = np.asarray(rec.scores, dtype=float).ravel()
+    items = np.asarray(rec.items).ravel()
+    problems: dict[str, str] = {}
+    if len(item_ids) != n:
+        problems[f"a wrong-length list (want {n})"] = str(len(item_ids))
+    if len(items) != len(item_ids) or len(scores) != len(item_ids):
+        problems["mismatched items/item_ids/scores lengths"] = (
+            f"{len(items)}/{len(item_ids)}/{len(scores)}")
+    duplicates = sorted({i for i in item_ids if item_ids.count(i) > 1})
+    if duplicates:
+        problems["duplicate items"] = ", ".join(duplicates[:3])
+    index = {str(item): position for position, item in enumerate(model.item_ids_)}
+    unknown = [i for i in item_ids if i not in index]
+    if unknown:
+        problems["unknown items"] = ", ".join(unknown[:3])
+    starts = model.item_starts_at_
+    past = [i for i in item_ids if i in index and not starts[index[i]] > context.as_of]
+    if past:
+        problems["events that are not upcoming"] = ", ".join(past[:3])
+    if len(items) == len(item_ids) and not unknown and np.issubdtype(items.dtype, np.integer):
+        if [index[i] for i in item_ids] != [int(i) for i in items]:
+            problems["items indices disagree with item_ids"] = "items != index of item_ids"
+    if not np.isfinite(scores).all():
+        problems["non-finite scores"] = str(int((~np.isfinite(scores)).sum()))
+    return problems
+
+
+def _summarise(per_user: dict[str, dict[str, str]], total: int, what: str) -> str:
+    by_problem: dict[str, list[str]] = {}
+    for user_id, problems in per_user.items():
+        for problem, detail in problems.items():
+            by_problem.setdefault(problem, []).append(f"{user_id} ({detail})")
+    parts = [f"{len(users)} of {total} {what} got {problem}: {', '.join(users[:_SHOWN])}"
+             + (" ..." if len(users) > _SHOWN else "")
+             for problem, users in by_problem.items()]
+    return "; ".join(parts)
+
+
+def _each_user(model: Any, context: RunContext, user_ids: list[str],
+               judge: Callable[[str], dict[str, str]]) -> dict[str, dict[str, str]]:
+    per_user = {}
+    for user_id in user_ids:
+        try:
+            problems = judge(user_id)
+        except Exception as exc:  # one user's crash is reported with the user's id
+            problems = {"an exception from recommend()": f"{type(exc).__name__}: {exc}"}
+        if problems:
+            per_user[user_id] = problems
+    return per_user
+
+
+def check_golden_users_lists(model: Any, context: RunContext) -> None:
+    """Require n unique, known, upcoming items with finite scores for every golden user."""
+    user_ids = golden_user_ids(context)
+    per_user = _each_user(model, context, user_ids,
+                          lambda u: list_problems(model, _recommend(model, u, context), context))
+    if per_user:
+        raise CheckFailure(_summarise(per_user, len(user_ids), "golden users")
+                           + f" (n={context.thresholds.n}, as_of={context.as_of:.0f})")
+
+
+def check_deterministic(model: Any, context: RunContext) -> None:
+    """Require the same list and scores when a golden user is recommended to twice."""
+    def judge(user_id: str) -> dict[str, str]:
+        first, second = (_recommend(model, user_id, context) for _ in range(2))
+        same = (np.array_equal(np.asarray(first.item_ids), np.asarray(second.item_ids))
+                and np.allclose(np.asarray(first.scores, dtype=float),
+                                np.asarray(second.scores, dtype=float), equal_nan=True)
+                and first.strategy == second.strategy)
+        return {} if same else {"a different list the second time": "differs"}
+
+    user_ids = golden_user_ids(context)
+    per_user = _each_user(model, context, user_ids, judge)
+    if per_user:
+        raise CheckFailure(_summarise(per_user, len(user_ids), "golden users")
+                           + "; recommend() must be deterministic for a given model and as_of")
+
+
+def check_cold_start(model: Any, context: RunContext) -> None:
+    """Require an unknown user to get a good cold_start list."""
+    rec = _recommend(model, COLD_PROBE, context)
+    problems = list_problems(model, rec, context)
+    if rec.strategy != "cold_start":
+        problems["strategy"] = f"{rec.strategy!r}, expected 'cold_start'"
+    if problems:
+        detail = "; ".join(f"{problem}: {detail}" for problem, detail in problems.items())
+        raise CheckFailure(f"unknown user {COLD_PROBE!r} got a bad list: {detail}")
+
+
+def check_lists_differ(model: Any, context: RunContext) -> None:
+    """Fail when every golden user gets the very same list (personalisation is dead)."""
+    user_ids = golden_user_ids(context)
+    lists = {tuple(str(i) for i in _recommend(model, u, context).item_ids) for u in user_ids}
+    if len(user_ids) > 1 and len(lists) == 1:
+        shown = ", ".join(next(iter(lists))[:_SHOWN])
+        raise CheckFailure(
+            f"all {len(user_ids)} golden users got the identical list ({shown} ...); "
+            f"the model is not personalising")
