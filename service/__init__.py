@@ -1,0 +1,32 @@
+"""Lineup: event recommendations served from the newest sane Metaflow run."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from service import config
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """Create the Flask app: settings from the environment, overlaid by ``test_config``.
+
+    The model manager's watcher thread is not started here: gunicorn starts it
+    in each worker after the fork (see gunicorn.conf.py), tests drive it.
+    """
+    from service import admin, api, errors
+    from service.manager import ModelManager
+
+    app = Flask(__name__)
+    app.config.from_mapping(config.load())
+    if test_config is not None:
+        app.config.from_mapping(test_config)
+    app.json.sort_keys = False
+    app.json.compact = True
+    errors.init_app(app)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(admin.bp)
+    app.extensions["lineup"] = ModelManager(app.config)
+    return app

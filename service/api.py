@@ -1,0 +1,83 @@
+"""The public API: recommendations, liveness and readiness."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from service.config import MAX_RECOMMENDATIONS
+from service.errors import ApiError
+from service.manager import ModelManager
+
+bp = Blueprint("api", __name__)
+
+PARAMETERS = ("user_id", "n", "taste")
+MAX_ID_LENGTH = 256
+
+
+def manager() -> ModelManager:
+    """Return the app's model manager."""
+    return current_app.extensions["lineup"]
+
+
+def _model_unavailable() -> ApiError:
+    retry = max(1, min(int(current_app.config["POLL_INTERVAL"]), 60))
+    return ApiError(503, "model_unavailable",
+                    "no model has passed its sanity checks yet; try again later",
+                    {"Retry-After": str(retry)})
+
+
+def _parameters() -> tuple[str, int, str | None]:
+    args = request.args
+    unknown = sorted(set(args) - set(PARAMETERS))
+    if unknown:
+        raise ApiError(400, "unknown_parameter",
+                       f"unknown parameter {unknown[0]!r}; allowed: {', '.join(PARAMETERS)}")
+    repeated = [name for name in PARAMETERS if len(args.getlist(name)) > 1]
+    if repeated:
+        raise ApiError(400, "ambiguous_parameter", f"parameter {repeated[0]!r} given twice")
+    user_id = args.get("user_id", "").strip()
+    if not user_id:
+        raise ApiError(400, "missing_parameter", "user_id is required")
+    if len(user_id) > MAX_ID_LENGTH:
+        raise ApiError(400, "invalid_parameter",
+                       f"user_id is longer than {MAX_ID_LENGTH} characters")
+    raw_n = args.get("n", "").strip() or str(current_app.config["DEFAULT_N"])
+    if not raw_n.isdigit() or not 1 <= int(raw_n) <= MAX_RECOMMENDATIONS:
+        raise ApiError(400, "invalid_parameter",
+                       f"n must be an integer from 1 to {MAX_RECOMMENDATIONS}, got {raw_n!r}")
+    taste = args.get("taste", "").strip() or None
+    return user_id, int(raw_n), taste
+
+
+@bp.get("/recommendations")
+def recommendations() -> Response:
+    """Return the top-n upcoming events for a user, and which run's model chose them."""
+    user_id, n, taste = _parameters()
+    served = manager().slot.get()  # read once: this request finishes on this model
+    if served is None:
+        raise _model_unavailable()
+    chosen = served.model.recommend(user_id, n, as_of=time.time(), taste=taste)
+    catalogue = served.catalogue
+    items = [{**catalogue[index], "score": round(float(score), 6)}
+             for index, score in zip(chosen.items.tolist(), chosen.scores.tolist(), strict=True)]
+    response = jsonify(user_id=user_id, strategy=chosen.strategy, run_id=served.run_id,
+                       items=items)
+    response.headers["X-Model-Run"] = served.run_id
+    return response
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    """Answer while the process is alive."""
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz() -> Response:
+    """Answer 200 while a model is loaded, 503 before."""
+    served = manager().slot.get()
+    if served is None:
+        raise _model_unavailable()
+    return jsonify(status="ready", run_id=served.run_id)

@@ -1,0 +1,104 @@
+"""Read Lineup's configuration from the environment, in this one place.
+
+Every value has a default, so the service, the trainer and the command-line
+tool all start on the embedded default: a local Metaflow datastore under
+``LINEUP_HOME``. Nothing else in Lineup reads ``os.environ``; the Flask app,
+gunicorn, the CLI and the sanity suite all call :func:`load`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+#: Largest ``n`` a caller may ask for; part of the API contract, not tunable.
+MAX_RECOMMENDATIONS = 100
+
+FLOW_NAME = "LineupTrainFlow"
+
+
+def _str(environ: Mapping[str, str], name: str, default: str) -> str:
+    value = environ.get(name, "").strip()
+    return value or default
+
+
+def _int(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name, "").strip()
+    try:
+        return int(raw) if raw else default
+    except ValueError as exc:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _float(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = environ.get(name, "").strip()
+    try:
+        return float(raw) if raw else default
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from exc
+
+
+def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Return the settings as a flat mapping of upper-case keys, Flask style."""
+    env = os.environ if environ is None else environ
+    home = Path(_str(env, "LINEUP_HOME", str(Path.home() / ".lineup"))).expanduser().resolve()
+    return {
+        "HOME": str(home),
+        # Where the trainer and the service find Metaflow runs (the parent of
+        # ``.metaflow``). Artifacts record this absolute path, so both sides
+        # must see the store at the same path.
+        "DATASTORE_ROOT": str(Path(_str(env, "LINEUP_DATASTORE_ROOT", str(home / "metaflow")))
+                              .expanduser().resolve()),
+        "STATE_DIR": str(Path(_str(env, "LINEUP_STATE_DIR", str(home / "state")))
+                         .expanduser().resolve()),
+        "DATA_DIR": str(Path(_str(env, "LINEUP_DATA_DIR", str(home / "data")))
+                        .expanduser().resolve()),
+        "FLOW_NAME": _str(env, "LINEUP_FLOW_NAME", FLOW_NAME),
+        # Empty means the global namespace (Metaflow's ``namespace(None)``):
+        # the service must see runs made by other users and by schedulers.
+        "METAFLOW_NAMESPACE": env.get("LINEUP_METAFLOW_NAMESPACE", "").strip() or None,
+        # Metaflow refuses to run as root or without USER; name the trainer.
+        "METAFLOW_USER": _str(env, "METAFLOW_USER", _str(env, "USER", "lineup")),
+        "ADMIN_TOKEN": env.get("LINEUP_ADMIN_TOKEN", "").strip(),
+        "POLL_INTERVAL": _float(env, "LINEUP_POLL_INTERVAL", 300.0),
+        "WATCH_INTERVAL": _float(env, "LINEUP_WATCH_INTERVAL", 0.5),
+        "MAX_WALKBACK": _int(env, "LINEUP_MAX_WALKBACK", 10),
+        "CHECK_TIMEOUT": _float(env, "LINEUP_CHECK_TIMEOUT", 120.0),
+        "NDCG_FLOOR": _float(env, "LINEUP_NDCG_FLOOR", 0.02),
+        "REGRESSION_TOLERANCE": _float(env, "LINEUP_REGRESSION_TOLERANCE", 0.2),
+        "LATENCY_BUDGET_MS": _float(env, "LINEUP_LATENCY_BUDGET_MS", 50.0),
+        "STALE_AFTER_HOURS": _float(env, "LINEUP_STALE_AFTER_HOURS", 36.0),
+        "DEFAULT_N": _int(env, "LINEUP_DEFAULT_N", 10),
+        "SERVICE_URL": _str(env, "LINEUP_SERVICE_URL", "http://127.0.0.1:8000"),
+        "BIND": _str(env, "LINEUP_BIND", "127.0.0.1:8000"),
+        "WORKERS": _int(env, "LINEUP_WORKERS", 2),
+        "LOG_LEVEL": _str(env, "LINEUP_LOG_LEVEL", "info"),
+    }
+
+
+def metaflow_environment(settings: Mapping[str, Any]) -> dict[str, str]:
+    """Return the environment a Metaflow subprocess (the trainer) needs."""
+    return {
+        "METAFLOW_DATASTORE_SYSROOT_LOCAL": settings["DATASTORE_ROOT"],
+        "METAFLOW_DEFAULT_DATASTORE": "local",
+        "METAFLOW_DEFAULT_METADATA": "local",
+        "METAFLOW_USER": settings["METAFLOW_USER"],
+    }
+
+
+def apply_metaflow(settings: Mapping[str, Any]) -> None:
+    """Point this process's Metaflow client at the configured store and namespace.
+
+    Called before any Metaflow client use. ``metadata('local@root')`` sets the
+    root explicitly rather than relying on the working directory, and the
+    namespace is always set, so runs by other users or schedulers are seen.
+    """
+    os.environ.update(metaflow_environment(settings))
+    import metaflow
+
+    root = Path(settings["DATASTORE_ROOT"])
+    (root / ".metaflow").mkdir(parents=True, exist_ok=True)
+    metaflow.metadata(f"local@{root}")
+    metaflow.namespace(settings["METAFLOW_NAMESPACE"])

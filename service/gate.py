@@ -1,0 +1,169 @@
+"""The sanity gate: judge one candidate run with the ``sanity_tests`` suite.
+
+Cheap checks on the run's stored metrics come first, so a bad run is
+rejected before its model is loaded. This is the one place that catches
+broadly: whatever goes wrong with one candidate (an unreadable artifact, a
+check that raises or hangs) becomes a rejection with a reason, never an
+error that could reach the model slot.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from sanity_tests import (
+    MODEL_CHECKS,
+    RUN_CHECKS,
+    CheckResult,
+    Report,
+    RunContext,
+    Thresholds,
+    checks_fingerprint,
+    run_checks,
+)
+from service.loader import LoadError, load_from_run
+from service.runs import RunRecord, RunSource
+from service.slot import ServedModel
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The gate's judgement of one run, as remembered on disk."""
+
+    run_id: str
+    passed: bool
+    failed_checks: list[str]
+    reason: str
+    evaluated_at: float
+    seconds: float
+    fingerprint: str
+    checks: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Verdict:
+        """Rebuild a verdict from its JSON form."""
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A verdict and, when the run passed, its loaded model and metrics."""
+
+    verdict: Verdict
+    model: Any = None
+    holdout_metrics: dict[str, float] | None = None
+    report: Report | None = None
+
+
+def _failure(name: str, exc: BaseException, started: float) -> CheckResult:
+    return CheckResult(name=name, passed=False, message=f"{type(exc).__name__}: {exc}",
+                       seconds=time.perf_counter() - started)
+
+
+def _verdict(record: RunRecord, report: Report, fingerprint: str, seconds: float) -> Verdict:
+    failed = report.failed
+    return Verdict(
+        run_id=record.run_id,
+        passed=report.passed,
+        failed_checks=[result.name for result in failed],
+        reason="passed every check" if report.passed else "; ".join(
+            f"{result.name}: {result.message}" for result in failed),
+        evaluated_at=time.time(),
+        seconds=round(seconds, 4),
+        fingerprint=fingerprint,
+        checks=list(report.to_dict()["results"]),
+    )
+
+
+def evaluate(source: RunSource, record: RunRecord, settings: Mapping[str, Any],
+             serving: ServedModel | None = None) -> Evaluation:
+    """Run the cheap checks, then load the model and run the full checks."""
+    started = time.perf_counter()
+    thresholds = Thresholds.from_settings(settings)
+    fingerprint = checks_fingerprint(thresholds)
+
+    def rejected(*results: CheckResult) -> Evaluation:
+        report = Report(results=tuple(results))
+        return Evaluation(_verdict(record, report, fingerprint, time.perf_counter() - started),
+                          report=report)
+
+    step = time.perf_counter()
+    try:
+        summary = source.summary(record)
+    except Exception as exc:
+        return rejected(_failure("read_run", exc, step))
+    context = RunContext(
+        run_id=record.run_id,
+        pathspec=record.pathspec,
+        holdout_metrics=summary["holdout_metrics"],
+        baseline_metrics=summary["baseline_metrics"],
+        library_versions=summary["library_versions"],
+        golden_users=summary["golden_users"] or (),
+        schema_version=summary["schema_version"],
+        as_of=time.time(),
+        thresholds=thresholds,
+        serving_metrics=(serving.holdout_metrics
+                         if serving is not None and serving.run_id != record.run_id else None),
+    )
+    cheap = run_checks(RUN_CHECKS, None, context)
+    if not cheap.passed:
+        return rejected(*cheap.results)
+
+    step = time.perf_counter()
+    try:
+        model, load_warnings = load_from_run(source, record)
+    except LoadError as exc:
+        return rejected(*cheap.results, _failure("load_model", exc, step))
+    loaded = CheckResult(name="load_model", passed=True, message="",
+                         seconds=time.perf_counter() - step)
+    context = replace(context, load_warnings=tuple(load_warnings))
+    full = run_checks(MODEL_CHECKS, model, context)
+    report = Report(results=cheap.results + (loaded,) + full.results)
+    verdict = _verdict(record, report, fingerprint, time.perf_counter() - started)
+    return Evaluation(verdict, model=model if report.passed else None,
+                      holdout_metrics=dict(summary["holdout_metrics"] or {}), report=report)
+
+
+def evaluate_within(source: RunSource, record: RunRecord, settings: Mapping[str, Any],
+                    serving: ServedModel | None = None) -> Evaluation:
+    """Evaluate with the per-candidate time limit ``CHECK_TIMEOUT``.
+
+    The evaluation runs in a daemon thread. A candidate that overruns is
+    rejected and the thread is abandoned (Python cannot kill it); it holds no
+    lock and touches no shared state, so serving is never blocked by it.
+    """
+    limit = float(settings["CHECK_TIMEOUT"])
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["evaluation"] = evaluate(source, record, settings, serving)
+        except BaseException as exc:  # the last line of defence for one candidate
+            outcome["error"] = exc
+
+    started = time.perf_counter()
+    worker = threading.Thread(target=target, name=f"evaluate-{record.run_id}", daemon=True)
+    worker.start()
+    worker.join(limit)
+    fingerprint = checks_fingerprint(Thresholds.from_settings(settings))
+    if worker.is_alive():
+        exc = TimeoutError(f"checks did not finish within {limit:g} s")
+        report = Report(results=(_failure("time_limit", exc, started),))
+        logger.warning("run %s: abandoned after %.1f s", record.run_id, limit)
+        return Evaluation(_verdict(record, report, fingerprint, limit), report=report)
+    if "error" in outcome:
+        report = Report(results=(_failure("evaluation", outcome["error"], started),))
+        return Evaluation(_verdict(record, report, fingerprint, time.perf_counter() - started),
+                          report=report)
+    return outcome["evaluation"]

@@ -1,0 +1,60 @@
+"""gunicorn settings for Lineup; every value comes from service.config.
+
+Used as `gunicorn -c python:service.gunicorn_conf` (by `lineup serve`) or via
+the top-level gunicorn.conf.py.
+"""
+
+from service.config import load as load_settings
+
+settings = load_settings()
+
+# -- server socket ------------------------------------------------------------
+bind = settings["BIND"]
+
+# -- workers ------------------------------------------------------------------
+# gthread: the main thread keeps the heartbeat while a request thread runs a
+# long selection, so gunicorn never kills a worker for judging a candidate.
+workers = settings["WORKERS"]
+worker_class = "gthread"
+threads = 4
+timeout = 60
+graceful_timeout = 30
+keepalive = 5
+
+# -- logging: one line per event, on stdout ----------------------------------
+accesslog = "-"
+errorlog = "-"
+loglevel = settings["LOG_LEVEL"]
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms run=%({x-model-run}o)s'
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "line": {"format": "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"},
+    },
+    "handlers": {
+        "stdout": {"class": "logging.StreamHandler", "formatter": "line",
+                   "stream": "ext://sys.stdout"},
+    },
+    "root": {"handlers": ["stdout"], "level": settings["LOG_LEVEL"].upper()},
+    "loggers": {
+        "gunicorn.error": {"handlers": ["stdout"], "level": settings["LOG_LEVEL"].upper(),
+                           "propagate": False},
+        "gunicorn.access": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
+        "metaflow": {"level": "WARNING"},
+    },
+}
+
+
+# -- server hooks -------------------------------------------------------------
+def post_worker_init(worker):
+    """Start the worker's model watcher: threads do not survive a fork."""
+    worker.wsgi.extensions["lineup"].start()
+    worker.log.info("worker %s watching for models", worker.pid)
+
+
+def worker_exit(server, worker):
+    """Stop the watcher so a graceful restart leaves no thread behind."""
+    manager = getattr(worker, "wsgi", None)
+    if manager is not None:
+        manager.extensions["lineup"].stop()

@@ -1,0 +1,102 @@
+"""The loader: bring a run's model into memory, once per machine.
+
+The model is unpickled from the Metaflow artifact once, by the worker that
+evaluates it. After it passes, that worker writes a plain joblib copy into the
+state folder; every worker then opens that copy with ``mmap_mode="r"``, so N
+workers share one copy of the arrays in the page cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import tempfile
+import time
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import joblib
+
+from service.runs import RunRecord, RunSource
+from service.slot import ServedModel
+
+logger = logging.getLogger(__name__)
+
+
+class LoadError(RuntimeError):
+    """The model of a run could not be loaded."""
+
+
+def load_from_run(source: RunSource, record: RunRecord) -> tuple[Any, list[str]]:
+    """Unpickle the run's model and return it with the warnings it raised.
+
+    Warnings are recorded, not raised: an InconsistentVersionWarning from
+    scikit-learn is evidence for the integrity checks to judge.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model = source.artifact(record, "model")
+        except Exception as exc:
+            raise LoadError(f"artifact 'model' of run {record.run_id} could not be loaded: "
+                            f"{type(exc).__name__}: {exc}") from exc
+    return model, [f"{w.category.__name__}: {w.message}" for w in caught]
+
+
+def shared_copy_path(state_dir: str | os.PathLike[str], record: RunRecord) -> Path:
+    """Return where the memory-mappable copy of a run's model lives."""
+    return Path(state_dir) / "models" / f"{record.run_id}.joblib"
+
+
+def write_shared_copy(model: Any, path: Path) -> None:
+    """Write the model as an uncompressed joblib file, atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".model-", suffix=".joblib", dir=path.parent)
+    os.close(fd)
+    try:
+        joblib.dump(model, tmp)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def open_shared_copy(path: Path) -> Any:
+    """Open a shared copy with its arrays memory-mapped read-only."""
+    return joblib.load(path, mmap_mode="r")
+
+
+def _iso(epoch: float) -> str | None:
+    if not math.isfinite(epoch):
+        return None
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def item_catalogue(model: Any) -> tuple[dict[str, Any], ...]:
+    """Build each item's JSON fields once, so requests only add scores."""
+    return tuple(
+        {"item_id": str(item_id), "title": str(title) or None,
+         "category": str(category) or None, "starts_at": _iso(float(starts_at))}
+        for item_id, title, category, starts_at in zip(
+            model.item_ids_, model.item_titles_, model.item_categories_,
+            model.item_starts_at_, strict=True)
+    )
+
+
+def serve(model: Any, record: RunRecord, holdout_metrics: dict[str, float] | None,
+          *, forced: bool = False) -> ServedModel:
+    """Wrap a loaded model as the immutable value the slot holds."""
+    return ServedModel(
+        model=model,
+        run_id=record.run_id,
+        pathspec=record.pathspec,
+        loaded_at=time.time(),
+        finished_at=record.finished_at,
+        holdout_metrics=dict(holdout_metrics or {}),
+        forced=forced,
+        catalogue=item_catalogue(model),
+    )
