@@ -1,0 +1,262 @@
+"""Recommend upcoming events: a scikit-learn style estimator, free of Metaflow.
+
+Every learned attribute is a plain numpy array (no object dtype, no dicts), so
+``joblib.load(path, mmap_mode="r")`` memory-maps them and gunicorn workers
+share one copy. ``recommend`` only reads them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+from scipy import sparse
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+
+_DAY = 86_400.0
+
+
+class Recommendation(NamedTuple):
+    """One ranked list: item indices into ``item_ids_``, their ids, scores and the strategy."""
+
+    items: np.ndarray
+    item_ids: np.ndarray
+    scores: np.ndarray
+    strategy: str
+
+
+def _decay(timestamp: np.ndarray, now: float, half_life_days: float) -> np.ndarray:
+    """Return the recency weight of each timestamp: 1 at ``now``, halving every half-life."""
+    age_days = np.maximum(now - timestamp, 0.0) / _DAY
+    return np.exp2(-age_days / half_life_days)
+
+
+def _top(scores: np.ndarray, n: int) -> np.ndarray:
+    """Return the indices of the n best finite scores, best first (argpartition, then sort n)."""
+    size = scores.shape[0]
+    k = min(max(int(n), 0), size)
+    if k == 0:
+        return np.empty(0, dtype=np.intp)
+    top = np.argpartition(scores, size - k)[size - k:] if k < size else np.arange(size)
+    top = top[scores[top] > -np.inf]
+    # Ties are broken by item index, so lists are deterministic.
+    return top[np.lexsort((top, -scores[top]))]
+
+
+class _Catalogued:
+    """Shared item facts and ranking for the model and the popularity baseline."""
+
+    def _index_data(self, X, items) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Set the user and item vocabularies and catalogue facts; return (rows, cols, decay)."""
+        if len(X) == 0:
+            raise ValueError("cannot fit on zero interactions")
+        used_users = np.unique(X.user_codes)
+        user_ids = np.asarray(X.user_vocab)[used_users].astype(str)
+        order = np.argsort(user_ids, kind="stable")
+        self.user_ids_ = user_ids[order]
+        user_row = np.full(len(X.user_vocab), -1, dtype=np.int64)
+        user_row[used_users[order]] = np.arange(order.size)
+
+        used_items = np.unique(X.item_codes)
+        seen_ids = np.asarray(X.item_vocab)[used_items].astype(str)
+        catalogue_ids = (np.asarray(items.item_id).astype(str) if items is not None
+                         else np.empty(0, dtype=str))
+        self.item_ids_ = np.union1d(seen_ids, catalogue_ids)
+        item_col = np.full(len(X.item_vocab), -1, dtype=np.int64)
+        item_col[used_items] = np.searchsorted(self.item_ids_, seen_ids)
+
+        n_items = self.item_ids_.shape[0]
+        self.item_titles_ = self.item_ids_.copy()
+        self.item_categories_ = np.full(n_items, "unknown")
+        self.item_starts_at_ = np.full(n_items, np.inf, dtype=np.float64)
+        if items is not None and len(items):
+            at = np.searchsorted(self.item_ids_, catalogue_ids)
+            self.item_titles_ = self.item_titles_.astype(
+                np.result_type(self.item_titles_, np.asarray(items.title).astype(str)))
+            self.item_titles_[at] = np.asarray(items.title).astype(str)
+            self.item_categories_ = self.item_categories_.astype(
+                np.result_type(self.item_categories_, np.asarray(items.category).astype(str)))
+            self.item_categories_[at] = np.asarray(items.category).astype(str)
+            self.item_starts_at_[at] = np.asarray(items.starts_at, dtype=np.float64)
+
+        self.fitted_as_of_ = float(np.max(X.timestamp))
+        rows = user_row[X.user_codes]
+        cols = item_col[X.item_codes]
+        decay = _decay(np.asarray(X.timestamp, dtype=np.float64), self.fitted_as_of_,
+                       self.half_life_days)
+        weight = np.asarray(X.weight, dtype=np.float64)
+        self.item_popularity_ = np.bincount(cols, weights=weight * decay,
+                                            minlength=n_items).astype(np.float32)
+        bought = weight >= self.purchase_weight
+        seen = sparse.csr_matrix((np.ones(int(bought.sum())), (rows[bought], cols[bought])),
+                                 shape=(self.user_ids_.shape[0], n_items))
+        seen.sum_duplicates()
+        self.seen_indptr_ = seen.indptr.astype(np.int64)
+        self.seen_indices_ = seen.indices.astype(np.int32)
+        return rows, cols, weight * decay
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "item_starts_at_")
+
+    def known_user(self, user_id: str) -> bool:
+        """Return True when the user had interactions in the training data."""
+        check_is_fitted(self)
+        return self._user_row(user_id) >= 0
+
+    def _user_row(self, user_id: str) -> int:
+        row = int(np.searchsorted(self.user_ids_, user_id))
+        if row < self.user_ids_.shape[0] and self.user_ids_[row] == user_id:
+            return row
+        return -1
+
+    def _finish(self, scores: np.ndarray, row: int, n: int, as_of: float | None,
+                strategy: str) -> Recommendation:
+        """Mask past and bought items in ``scores`` (a fresh array) and take the top n."""
+        scores[self.item_starts_at_ <= (time.time() if as_of is None else as_of)] = -np.inf
+        if row >= 0:
+            scores[self.seen_indices_[self.seen_indptr_[row]:self.seen_indptr_[row + 1]]] = -np.inf
+        top = _top(scores, n)
+        return Recommendation(top, self.item_ids_[top], scores[top].astype(np.float64), strategy)
+
+    def recommend_batch(self, user_ids: Sequence[str], n: int = 10,
+                        as_of: float | None = None) -> list[Recommendation]:
+        """Return ``recommend(user_id, n, as_of)`` for each user, all as of the same instant."""
+        as_of = time.time() if as_of is None else as_of
+        return [self.recommend(user_id, n, as_of) for user_id in user_ids]
+
+
+class EventRecommender(_Catalogued, BaseEstimator):
+    """Recommend upcoming events with PureSVD on recency-decayed implicit feedback.
+
+    Fitting builds the user x item matrix of summed interaction weights
+    (purchase 5.0, view 1.0), each decayed by age with ``half_life_days``,
+    damps repeats with ``log1p``, and scales each item column by
+    ``count ** -0.25`` so blockbusters do not swamp the factors. A truncated
+    SVD (randomized, ``n_components``) of that matrix gives item factors V and
+    user factors (the user's row projected on V, normalised to unit length).
+    A user's scores are ``V @ u`` plus ``popularity_weight`` times a
+    log-scaled, recency-weighted popularity prior.
+
+    Why this model: on implicit feedback PureSVD is a strong, simple baseline
+    that beats ALS/BPR-style methods on top-n accuracy in several studies, it
+    fits the default sample (20k users x 14k events, 500k events) in about a
+    second with no extra dependency, and scoring is one small mat-vec. The
+    recency decay matters because events expire: recent interest predicts the
+    next week's purchases far better than last month's, and the popularity
+    prior helps users with only one or two interactions. See docs/training.md
+    for the measured NDCG@10 against the popularity baseline.
+
+    Taste clusters: KMeans (``n_clusters``) on the user factors. Each cluster
+    is labelled with the dominant category of its users' interactions ("rock",
+    "rock-2" when two clusters share one) and scores items by its users'
+    recency-weighted interactions; unknown users may name one as ``taste``.
+    """
+
+    SCHEMA_VERSION = 1
+
+    def __init__(self, *, n_components: int = 64, n_clusters: int = 8,
+                 popularity_weight: float = 0.1, purchase_weight: float = 5.0,
+                 half_life_days: float = 14.0, random_state: int = 0):
+        self.n_components = n_components
+        self.n_clusters = n_clusters
+        self.popularity_weight = popularity_weight
+        self.purchase_weight = purchase_weight
+        self.half_life_days = half_life_days
+        self.random_state = random_state
+
+    def fit(self, X, y=None, *, items=None) -> "EventRecommender":
+        """Learn factors, popularity and taste clusters from interactions (and a catalogue)."""
+        from sklearn.cluster import KMeans
+        from sklearn.utils.extmath import randomized_svd
+
+        rows, cols, value = self._index_data(X, items)
+        n_users, n_items = self.user_ids_.shape[0], self.item_ids_.shape[0]
+        matrix = sparse.csr_matrix((value, (rows, cols)), shape=(n_users, n_items))
+        matrix.sum_duplicates()
+        matrix.data = np.log1p(matrix.data)
+        counts = np.bincount(cols, minlength=n_items).astype(np.float64)
+        matrix = matrix @ sparse.diags(np.where(counts > 0, counts, 1.0) ** -0.25)
+        matrix = matrix.tocsr()
+
+        k = int(max(1, min(self.n_components, min(n_users, n_items) - 1)))
+        _, _, vt = randomized_svd(matrix, k, n_iter=4, random_state=self.random_state)
+        item_factors = vt.T
+        user_factors = np.asarray(matrix @ item_factors)
+        user_factors /= np.maximum(np.linalg.norm(user_factors, axis=1, keepdims=True), 1e-12)
+        self.item_factors_ = np.ascontiguousarray(item_factors, dtype=np.float32)
+        self.user_factors_ = np.ascontiguousarray(user_factors, dtype=np.float32)
+
+        prior = np.log1p(self.item_popularity_.astype(np.float64))
+        prior /= max(prior.max(), 1e-12)
+        scale = float(np.linalg.norm(item_factors, axis=1).max()) or 1.0
+        self.item_bias_ = (self.popularity_weight * scale * prior).astype(np.float32)
+
+        n_clusters = int(max(1, min(self.n_clusters, n_users)))
+        kmeans = KMeans(n_clusters=n_clusters, n_init=3, random_state=self.random_state)
+        self.user_clusters_ = kmeans.fit_predict(self.user_factors_).astype(np.int32)
+        per_cluster = sparse.csr_matrix(
+            (value, (self.user_clusters_[rows], cols)), shape=(n_clusters, n_items)).toarray()
+        self.cluster_item_scores_ = (
+            per_cluster / np.maximum(per_cluster.max(axis=1, keepdims=True), 1e-12)
+        ).astype(np.float32)
+        self.cluster_labels_ = self._label_clusters(per_cluster)
+        self.schema_version_ = self.SCHEMA_VERSION
+        self.n_users_, self.n_items_ = n_users, n_items
+        return self
+
+    def _label_clusters(self, per_cluster: np.ndarray) -> np.ndarray:
+        """Name each cluster after its dominant category, de-duplicated ("rock", "rock-2")."""
+        categories, codes = np.unique(self.item_categories_, return_inverse=True)
+        by_category = np.zeros((per_cluster.shape[0], categories.size))
+        for c in range(categories.size):  # a handful of categories, not items
+            by_category[:, c] = per_cluster[:, codes == c].sum(axis=1)
+        labels, used = [], {}
+        for c in range(per_cluster.shape[0]):
+            name = str(categories[int(np.argmax(by_category[c]))])
+            name = f"cluster-{c + 1}" if name == "unknown" else name
+            used[name] = used.get(name, 0) + 1
+            labels.append(name if used[name] == 1 else f"{name}-{used[name]}")
+        return np.array(labels)
+
+    def recommend(self, user_id: str, n: int = 10, as_of: float | None = None, *,
+                  taste: str | None = None) -> Recommendation:
+        """Return up to n unique upcoming items the user has not bought, best first."""
+        check_is_fitted(self)
+        row = self._user_row(user_id)
+        if row >= 0:
+            scores = self.item_factors_ @ self.user_factors_[row]
+            scores += self.item_bias_
+            return self._finish(scores, row, n, as_of, "personalised")
+        if taste is not None:
+            match = np.flatnonzero(np.char.lower(self.cluster_labels_) == taste.strip().lower())
+            if match.size:
+                return self._finish(np.array(self.cluster_item_scores_[match[0]]), -1, n, as_of,
+                                    "cold_start_taste")
+        return self._finish(np.array(self.item_popularity_), -1, n, as_of, "cold_start")
+
+
+class PopularityRecommender(_Catalogued, BaseEstimator):
+    """Recommend the most popular upcoming items (recency-weighted), the evaluation baseline.
+
+    Same interface as :class:`EventRecommender`; bought items are excluded too,
+    so the comparison isolates personalisation.
+    """
+
+    def __init__(self, *, purchase_weight: float = 5.0, half_life_days: float = 14.0):
+        self.purchase_weight = purchase_weight
+        self.half_life_days = half_life_days
+
+    def fit(self, X, y=None, *, items=None) -> "PopularityRecommender":
+        """Learn recency-weighted item popularity and each user's purchases."""
+        self._index_data(X, items)
+        return self
+
+    def recommend(self, user_id: str, n: int = 10, as_of: float | None = None, *,
+                  taste: str | None = None) -> Recommendation:
+        """Return the n most popular upcoming items the user has not bought."""
+        check_is_fitted(self)
+        return self._finish(np.array(self.item_popularity_), self._user_row(user_id), n, as_of,
+                            "popular")
