@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -80,4 +81,4 @@ def readyz() -> Response:
     served = manager().slot.get()
     if served is None:
         raise _model_unavailable()
-    return jsonify(status="ready", run_id=served.run_id)
+    return jsonify(status="ready", run_id=served.run_id, pid=os.getpid())

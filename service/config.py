@@ -40,21 +40,24 @@ def _float(environ: Mapping[str, str], name: str, default: float) -> float:
         raise ValueError(f"{name} must be a number, got {raw!r}") from exc
 
 
+def _path(text: str) -> Path:
+    # Absolute but not resolved: a symlinked store is followed at each access,
+    # so an operator can move it away and back.
+    return Path(os.path.abspath(Path(text).expanduser()))
+
+
 def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Return the settings as a flat mapping of upper-case keys, Flask style."""
     env = os.environ if environ is None else environ
-    home = Path(_str(env, "LINEUP_HOME", str(Path.home() / ".lineup"))).expanduser().resolve()
+    home = _path(_str(env, "LINEUP_HOME", str(Path.home() / ".lineup")))
     return {
         "HOME": str(home),
         # Where the trainer and the service find Metaflow runs (the parent of
         # ``.metaflow``). Artifacts record this absolute path, so both sides
         # must see the store at the same path.
-        "DATASTORE_ROOT": str(Path(_str(env, "LINEUP_DATASTORE_ROOT", str(home / "metaflow")))
-                              .expanduser().resolve()),
-        "STATE_DIR": str(Path(_str(env, "LINEUP_STATE_DIR", str(home / "state")))
-                         .expanduser().resolve()),
-        "DATA_DIR": str(Path(_str(env, "LINEUP_DATA_DIR", str(home / "data")))
-                        .expanduser().resolve()),
+        "DATASTORE_ROOT": str(_path(_str(env, "LINEUP_DATASTORE_ROOT", str(home / "metaflow")))),
+        "STATE_DIR": str(_path(_str(env, "LINEUP_STATE_DIR", str(home / "state")))),
+        "DATA_DIR": str(_path(_str(env, "LINEUP_DATA_DIR", str(home / "data")))),
         "FLOW_NAME": _str(env, "LINEUP_FLOW_NAME", FLOW_NAME),
         # Empty means the global namespace (Metaflow's ``namespace(None)``):
         # the service must see runs made by other users and by schedulers.

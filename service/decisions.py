@@ -125,6 +125,24 @@ class DecisionStore:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp_name)
 
+    def write_worker(self, report: dict[str, Any]) -> None:
+        """Record what one worker serves (best effort, atomic)."""
+        folder = self.state_dir / "workers"
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{report['pid']}.tmp"
+        tmp.write_text(json.dumps(report))
+        os.replace(tmp, folder / f"{report['pid']}.json")
+
+    def workers(self, max_age: float) -> list[dict[str, Any]]:
+        """Return the recent reports of live workers, oldest pid first."""
+        reports = []
+        for path in sorted((self.state_dir / "workers").glob("*.json")):
+            with contextlib.suppress(OSError, ValueError):
+                report = json.loads(path.read_text())
+                if time.time() - report["seen_at"] <= max_age:
+                    reports.append(report)
+        return reports
+
     @contextlib.contextmanager
     def selection_lock(self, timeout: float | None) -> Iterator[None]:
         """Hold the selection lock across threads and worker processes.

@@ -31,6 +31,11 @@ from service.slot import ModelSlot, ServedModel
 logger = logging.getLogger(__name__)
 
 
+#: A worker reports what it serves at least this often (seconds); a report
+#: older than three times this is from a worker that is gone.
+WORKER_REPORT_EVERY = 5.0
+
+
 class SelectionError(RuntimeError):
     """A selection could not finish; what serves is unchanged."""
 
@@ -68,6 +73,7 @@ class ModelManager:
         self._seen_signature: tuple[int, int] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._reported: tuple[str | None, float] = (None, 0.0)
 
     # -- what every worker does ---------------------------------------------
 
@@ -134,6 +140,7 @@ class ModelManager:
         next_poll = time.monotonic() + float(self.settings["POLL_INTERVAL"])
         while not self._stop.wait(float(self.settings["WATCH_INTERVAL"])):
             self._tick(self.sync)
+            self._tick(self._report)
             if time.monotonic() >= next_poll:
                 self._tick(self.poll)
                 next_poll = time.monotonic() + float(self.settings["POLL_INTERVAL"])
@@ -143,6 +150,18 @@ class ModelManager:
             action()
         except Exception as exc:  # the watcher must outlive any one failure
             self._record_error(f"watcher: {type(exc).__name__}: {exc}")
+
+    def _report(self) -> None:
+        """Write what this worker serves, so the status can show every worker."""
+        served = self.slot.get()
+        run_id = served.run_id if served else None
+        last_run, last_at = self._reported
+        if run_id == last_run and time.time() - last_at < WORKER_REPORT_EVERY:
+            return
+        report = {"pid": os.getpid(), "run_id": run_id, "seen_at": time.time(),
+                  "loaded_at": served.loaded_at if served else None}
+        self.store.write_worker(report)
+        self._reported = (run_id, report["seen_at"])
 
     def poll(self, *, force: bool = False) -> dict[str, Any] | None:
         """Select if no worker did within the poll interval; never wait for the lock."""
@@ -355,4 +374,5 @@ class ModelManager:
                                             "evaluated_at") if k in v} for v in verdicts],
             "last_error": self.last_error,
             "worker_pid": os.getpid(),
+            "workers": self.store.workers(max_age=3 * WORKER_REPORT_EVERY),
         }

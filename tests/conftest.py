@@ -37,3 +37,35 @@ def client(app):
 def admin_headers():
     """The Authorization header the admin API wants."""
     return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+@pytest.fixture(scope="session")
+def history(tmp_path_factory):
+    """A datastore holding, oldest first: good, good, damaged, failed, corrupt, unfinished."""
+    from types import SimpleNamespace
+
+    from tests import flows
+
+    home = tmp_path_factory.mktemp("history")
+    trainer = config.load({"LINEUP_HOME": str(home), "METAFLOW_USER": "lineup-trainer"})
+    data = flows.sample(home / "data")
+    good = [flows.good_run(trainer, data), flows.good_run(trainer, data)]
+    damaged = flows.damaged_run(trainer, data, home)
+    flows.failed_run(trainer, home)
+    corrupt = flows.good_run(trainer, data)
+    flows.corrupt_model(trainer, corrupt)
+    flows.unfinished_run(trainer, data)
+    return SimpleNamespace(datastore=trainer["DATASTORE_ROOT"], good=good, damaged=damaged,
+                           corrupt=corrupt)
+
+
+@pytest.fixture
+def history_settings(settings, history):
+    """Settings reading the shared run history, with state of their own."""
+    return {**settings, "DATASTORE_ROOT": history.datastore}
+
+
+@pytest.fixture
+def history_app(history_settings):
+    """An app over the run history."""
+    return create_app(history_settings)

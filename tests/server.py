@@ -1,0 +1,97 @@
+"""Run the real service under gunicorn on 127.0.0.1 for a test, and always stop it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import requests
+
+from tests.conftest import ADMIN_TOKEN
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """A gunicorn master with its workers, logging into a file."""
+
+    def __init__(self, home: Path, env: Mapping[str, str] | None = None, workers: int = 2):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = home / f"gunicorn-{self.port}.log"
+        self.env = {
+            **os.environ,
+            "LINEUP_HOME": str(home),
+            "LINEUP_BIND": f"127.0.0.1:{self.port}",
+            "LINEUP_WORKERS": str(workers),
+            "LINEUP_ADMIN_TOKEN": ADMIN_TOKEN,
+            "LINEUP_WATCH_INTERVAL": "0.2",
+            "METAFLOW_USER": "lineup-service",
+            **(env or {}),
+        }
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60) -> Server:
+        """Start gunicorn and wait until it answers /healthz."""
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "python:service.gunicorn_conf",
+             "service:create_app()"],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        self.wait_for(lambda: self.get("/healthz").status_code == 200, timeout, "healthy")
+        return self
+
+    def stop(self) -> None:
+        """Stop gracefully, then by force; never leave a process behind."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def get(self, path: str, **kwargs) -> requests.Response:
+        return requests.get(self.url + path, timeout=10, **kwargs)
+
+    def admin(self, method: str, path: str, **kwargs) -> requests.Response:
+        return requests.request(method, self.url + path, timeout=300,
+                                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, **kwargs)
+
+    def wait_for(self, condition, timeout: float, what: str) -> float:
+        """Poll ``condition`` until true; return the seconds it took."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            try:
+                if condition():
+                    return time.monotonic() - started
+            except requests.RequestException:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"not {what} within {timeout} s; log:\n{self.log()}")
+
+    def worker_runs(self, attempts: int = 40) -> dict[int, str | None]:
+        """Ask /readyz on fresh connections; return the run each worker pid serves."""
+        seen: dict[int, str | None] = {}
+        for _ in range(attempts):
+            response = requests.get(self.url + "/readyz", timeout=10,
+                                    headers={"Connection": "close"})
+            body = response.json()
+            if response.status_code == 200:
+                seen[body["pid"]] = body["run_id"]
+        return seen
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:]

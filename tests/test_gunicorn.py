@@ -1,0 +1,131 @@
+"""The service under real gunicorn with two workers, over HTTP, fed by real flow runs.
+
+The tests in this module share one datastore and one server and run in order:
+a cold start, the first good run, a damaged run, a swap under load, restarts.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from service import config
+from tests import flows
+from tests.server import Server
+
+SWAP_DEADLINE = 2.0
+
+
+def worker_pids(server: Server) -> set[int]:
+    children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
+    return {int(pid) for pid in children.read_text().split()}
+
+
+def all_workers_serve(server: Server, run_id: str) -> bool:
+    status = server.admin("GET", "/admin/status").json()
+    reports = {w["pid"]: w["run_id"] for w in status["workers"]}
+    pids = worker_pids(server)
+    return len(pids) == 2 and all(reports.get(pid) == run_id for pid in pids)
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    """An empty datastore, a trainer for it, and gunicorn serving from it."""
+    home = tmp_path_factory.mktemp("live")
+    trainer = config.load({"LINEUP_HOME": str(home), "METAFLOW_USER": "lineup-trainer"})
+    (Path(trainer["DATASTORE_ROOT"]) / ".metaflow").mkdir(parents=True)
+    server = Server(home, {"LINEUP_POLL_INTERVAL": "2"})
+    server.start()
+    try:
+        yield server, trainer, flows.sample(home / "data")
+    finally:
+        server.stop()
+
+
+def test_cold_start_answers_503_then_picks_up_the_first_good_run(live):
+    server, trainer, data = live
+    response = server.get("/recommendations", params={"user_id": "u-000001"})
+    assert response.status_code == 503 and response.headers["Retry-After"]
+    assert response.json()["error"]["code"] == "model_unavailable"
+    assert server.get("/readyz").status_code == 503
+
+    run_id = flows.good_run(trainer, data)
+    server.wait_for(lambda: all_workers_serve(server, run_id), 30, f"serving {run_id}")
+    response = server.get("/recommendations", params={"user_id": "u-000001", "n": 3})
+    assert response.status_code == 200
+    assert response.headers["X-Model-Run"] == run_id and len(response.json()["items"]) == 3
+
+
+def test_a_damaged_run_is_rejected_and_the_good_one_keeps_serving(live):
+    server, trainer, data = live
+    serving = server.get("/readyz").json()["run_id"]
+    damaged = flows.damaged_run(trainer, data, Path(trainer["HOME"]))
+    result = server.admin("POST", "/admin/reload").json()
+    assert result["after"] == serving
+    assert result["candidates"][0]["run_id"] == damaged
+    assert result["candidates"][0]["verdict"] == "rejected"
+    status = server.admin("GET", "/admin/status").json()
+    assert any(v["run_id"] == damaged and not v["passed"] for v in status["verdicts"])
+    assert all_workers_serve(server, serving)
+
+
+def test_a_reload_reaches_every_worker_and_no_request_fails_during_it(live):
+    server, trainer, data = live
+    new = flows.good_run(trainer, data)
+    failures, answers, stop = [], [], threading.Event()
+
+    def load():
+        session = requests.Session()
+        deadline = time.monotonic() + 60
+        i = 0
+        while not stop.is_set() and time.monotonic() < deadline:
+            i += 1
+            try:
+                response = session.get(server.url + "/recommendations",
+                                       params={"user_id": f"u-{i % 1500:06d}"}, timeout=10)
+                answers.append(response.headers.get("X-Model-Run"))
+                if response.status_code != 200:
+                    failures.append(response.status_code)
+            except requests.RequestException as exc:
+                failures.append(repr(exc))
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(0.5)
+        result = server.admin("POST", "/admin/reload").json()
+        returned = time.monotonic()
+        assert result["after"] == new
+        server.wait_for(lambda: all_workers_serve(server, new), SWAP_DEADLINE, "swapped")
+        assert time.monotonic() - returned <= SWAP_DEADLINE
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert failures == []
+    assert len(answers) > 50 and answers[-1] == new
+
+
+def test_workers_and_the_whole_service_come_back_on_the_decision(live):
+    server, trainer, data = live
+    serving = server.get("/readyz").json()["run_id"]
+    victim = min(worker_pids(server))
+    os.kill(victim, signal.SIGKILL)
+    server.wait_for(lambda: victim not in worker_pids(server) and
+                    all_workers_serve(server, serving), 30, "replacing the killed worker")
+
+    server.stop()
+    server.start()
+    took = server.wait_for(lambda: server.get("/readyz").status_code == 200, 30, "ready again")
+    assert server.get("/readyz").json()["run_id"] == serving
+    assert took < 10
+    last = server.admin("GET", "/admin/status").json()["last_selection"]
+    assert all(c["remembered"] for c in last["candidates"])
