@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,10 @@ from sanity_tests.context import CheckFailure, RunContext
 #: A user id no run can know; it must be served the cold-start list.
 COLD_PROBE = "__lineup_cold_probe__"
 _SHOWN = 5  # examples quoted per problem before "..."
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def golden_user_ids(context: RunContext) -> list[str]:
@@ -37,7 +42,7 @@ def list_problems(model: Any, rec: Any, context: RunContext) -> dict[str, str]:
     items = np.asarray(rec.items).ravel()
     problems: dict[str, str] = {}
     if len(item_ids) != n:
-        problems[f"a wrong-length list (want {n})"] = str(len(item_ids))
+        problems[f"a wrong-length list (want {n})"] = f"{len(item_ids)} items"
     if len(items) != len(item_ids) or len(scores) != len(item_ids):
         problems["mismatched items/item_ids/scores lengths"] = (
             f"{len(items)}/{len(item_ids)}/{len(scores)}")
@@ -61,13 +66,22 @@ def list_problems(model: Any, rec: Any, context: RunContext) -> dict[str, str]:
 
 
 def _summarise(per_user: dict[str, dict[str, str]], total: int, what: str) -> str:
-    by_problem: dict[str, list[str]] = {}
+    """Group per-user problems: "3 of 50 golden users got <problem>: u17 (4), u203 (0)"."""
+    by_problem: dict[str, list[tuple[str, str]]] = {}
     for user_id, problems in per_user.items():
         for problem, detail in problems.items():
-            by_problem.setdefault(problem, []).append(f"{user_id} ({detail})")
-    parts = [f"{len(users)} of {total} {what} got {problem}: {', '.join(users[:_SHOWN])}"
-             + (" ..." if len(users) > _SHOWN else "")
-             for problem, users in by_problem.items()]
+            by_problem.setdefault(problem, []).append((user_id, detail[:200]))
+    parts = []
+    for problem, pairs in by_problem.items():
+        users = [user for user, _ in pairs]
+        details = {detail for _, detail in pairs}
+        if len(pairs) > 1 and len(details) == 1:  # one cause: say it once
+            shown = f"all with {details.pop()}: {', '.join(users[:_SHOWN])}"
+        else:
+            shown = ", ".join(f"{user} ({detail})" for user, detail in pairs[:_SHOWN])
+        more = f" and {len(pairs) - _SHOWN} more" if len(pairs) > _SHOWN else ""
+        parts.append(f"{len(pairs)} of {total} {what} got {problem}"
+                     f"{',' if shown.startswith('all with') else ':'} {shown}{more}")
     return "; ".join(parts)
 
 
@@ -91,7 +105,7 @@ def check_golden_users_lists(model: Any, context: RunContext) -> None:
                           lambda u: list_problems(model, _recommend(model, u, context), context))
     if per_user:
         raise CheckFailure(_summarise(per_user, len(user_ids), "golden users")
-                           + f" (n={context.thresholds.n}, as_of={context.as_of:.0f})")
+                           + f" (n={context.thresholds.n}, as of {_iso(context.as_of)})")
 
 
 def check_deterministic(model: Any, context: RunContext) -> None:

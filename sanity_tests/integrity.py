@@ -134,7 +134,8 @@ def _expect(problems: list[str], name: str, array: np.ndarray | None, shape: tup
         return
     if array.ndim != len(shape) or any(
             want is not None and got != want for got, want in zip(array.shape, shape)):
-        want = "(" + ", ".join("?" if w is None else str(w) for w in shape) + ")"
+        want = "(" + ", ".join("?" if w is None else str(w) for w in shape) + (
+            ",)" if len(shape) == 1 else ")")
         problems.append(f"{name} has shape {array.shape}, expected {want}")
 
 
@@ -163,6 +164,8 @@ def check_array_shapes(model: Any, context: RunContext) -> None:
                  f"items {item_factors.shape[1]}")
     for name in ("item_titles_", "item_categories_", "item_starts_at_", "item_popularity_"):
         _expect(p, name, _array(model, name, p), (n_items,))
+    if getattr(model, "item_bias_", None) is not None:  # optional: the popularity prior
+        _expect(p, "item_bias_", np.asarray(model.item_bias_), (n_items,))
 
     indptr = _array(model, "seen_indptr_", p)
     indices = _array(model, "seen_indices_", p)
@@ -197,7 +200,8 @@ FINITE_ARRAYS = ("user_factors_", "item_factors_", "item_popularity_", "cluster_
 def check_finite_arrays(model: Any, context: RunContext) -> None:
     """Require no NaN or infinity in factor, popularity and cluster score arrays."""
     problems = []
-    for name in FINITE_ARRAYS + ("item_starts_at_",):
+    optional = ("item_bias_",) if getattr(model, "item_bias_", None) is not None else ()
+    for name in FINITE_ARRAYS + optional + ("item_starts_at_",):
         value = getattr(model, name, None)
         if value is None:
             problems.append(f"{name} is missing")

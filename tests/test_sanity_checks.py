@@ -1,0 +1,493 @@
+"""Unit tests for sanity_tests: every check on a healthy and a deliberately broken candidate."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import platform
+import time
+from dataclasses import replace
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+import sklearn
+
+import sanity_tests
+from sanity_tests import (
+    MODEL_CHECKS,
+    RUN_CHECKS,
+    CheckFailure,
+    CheckResult,
+    Report,
+    RunContext,
+    Thresholds,
+    checks_fingerprint,
+    run_checks,
+)
+from service.recommender import EventRecommender
+
+HOLDOUT = {"precision@10": 0.08, "recall@10": 0.3, "ndcg@10": 0.2, "coverage": 0.6}
+BASELINE = {"precision@10": 0.04, "recall@10": 0.15, "ndcg@10": 0.1, "coverage": 0.05}
+VERSIONS = {"python": platform.python_version(), "numpy": np.__version__,
+            "scikit-learn": sklearn.__version__}
+
+
+def make_context(**changes) -> RunContext:
+    """Build a healthy run context (no golden users), with ``changes`` applied."""
+    context = RunContext(run_id="42", pathspec="LineupTrainFlow/42", holdout_metrics=HOLDOUT,
+                         baseline_metrics=BASELINE, library_versions=VERSIONS, golden_users=(),
+                         schema_version=1, as_of=0.0)
+    return replace(context, **changes)
+
+
+def bump(version: str, index: int) -> str:
+    """Return ``version`` with its ``index``-th number increased by one."""
+    parts = version.split(".")
+    parts[index] = str(int(parts[index]) + 1)
+    return ".".join(parts)
+
+
+# --- context ---------------------------------------------------------------------------------
+
+def test_thresholds_from_settings_reads_config_keys():
+    thresholds = Thresholds.from_settings(
+        {"NDCG_FLOOR": 0.1, "REGRESSION_TOLERANCE": 0.05, "LATENCY_BUDGET_MS": 20, "OTHER": 1})
+    assert thresholds == Thresholds(ndcg_floor=0.1, regression_tolerance=0.05,
+                                    latency_budget_ms=20.0)
+
+
+def test_thresholds_from_settings_defaults_match_config():
+    from service import config
+
+    assert Thresholds.from_settings(config.load({})) == Thresholds()
+    assert Thresholds.from_settings({}) == Thresholds()
+
+
+# --- run checks (metrics only, model is None) ---------------------------------------------
+
+def test_healthy_run_passes_every_run_check():
+    report = run_checks(RUN_CHECKS, None, make_context(serving_metrics=HOLDOUT))
+    assert report.passed, report.format()
+
+
+@pytest.mark.parametrize("changes, failing, words", [
+    # Without an ndcg@10 the checks that compare it cannot pass either.
+    ({"holdout_metrics": None}, ["check_metrics_present", "check_ndcg_floor",
+                                 "check_beats_baseline"], "holdout_metrics is missing"),
+    ({"holdout_metrics": {**HOLDOUT, "ndcg@10": math.nan}},
+     ["check_metrics_present", "check_ndcg_floor", "check_beats_baseline"],
+     "non-finite ndcg@10=nan"),
+    ({"baseline_metrics": {}}, ["check_metrics_present", "check_beats_baseline"],
+     "baseline_metrics lacks ndcg@10"),
+    ({"holdout_metrics": {k: v for k, v in HOLDOUT.items() if k != "coverage"}},
+     "check_metrics_present", "lacks coverage"),
+    ({"holdout_metrics": {**HOLDOUT, "ndcg@10": 0.015},
+      "baseline_metrics": {**BASELINE, "ndcg@10": 0.01}},
+     "check_ndcg_floor", "0.0150 is below the floor 0.0200"),
+    ({"holdout_metrics": {**HOLDOUT, "ndcg@10": 0.1}}, "check_beats_baseline",
+     "does not beat the popularity baseline 0.1000"),
+    ({"serving_metrics": {"ndcg@10": 0.3}}, "check_no_regression",
+     "0.2000 regresses from the serving model's 0.3000: below 0.2400"),
+    ({"library_versions": None}, "check_library_versions", "no library_versions"),
+    ({"library_versions": {**VERSIONS, "scikit-learn": bump(sklearn.__version__, 1)}},
+     "check_library_versions", f"scikit-learn trained {bump(sklearn.__version__, 1)}"),
+    ({"library_versions": {**VERSIONS, "numpy": bump(np.__version__, 0)}},
+     "check_library_versions", "numpy trained"),
+    ({"library_versions": {**VERSIONS, "python": bump(platform.python_version(), 1)}},
+     "check_library_versions", "python trained"),
+    ({"library_versions": {"python": platform.python_version()}},
+     "check_library_versions", "numpy not recorded; scikit-learn not recorded"),
+    ({"schema_version": 99}, "check_run_schema_version", "schema_version 99"),
+])
+def test_broken_run_fails_exactly_its_run_check(changes, failing, words):
+    report = run_checks(RUN_CHECKS, None, make_context(**changes))
+    assert report.failed_names == ([failing] if isinstance(failing, str) else failing), \
+        report.format()
+    assert words in report.failed[0].message
+
+
+@pytest.mark.parametrize("versions", [
+    {**VERSIONS, "numpy": bump(np.__version__, 1)},                    # numpy minor may differ
+    {**VERSIONS, "scikit-learn": bump(sklearn.__version__, 2)},        # sklearn patch may differ
+    {**VERSIONS, "python": bump(platform.python_version(), 2)},        # python patch may differ
+])
+def test_library_versions_tolerate_compatible_differences(versions):
+    sanity_tests.check_library_versions(None, make_context(library_versions=versions))
+
+
+def test_no_regression_passes_within_tolerance_and_without_a_serving_model():
+    sanity_tests.check_no_regression(None, make_context(serving_metrics={"ndcg@10": 0.25}))
+    sanity_tests.check_no_regression(None, make_context(serving_metrics=None))
+
+
+def test_ndcg_floor_follows_thresholds():
+    strict = make_context(thresholds=Thresholds(ndcg_floor=0.5))
+    with pytest.raises(CheckFailure, match="below the floor 0.5000"):
+        sanity_tests.check_ndcg_floor(None, strict)
+
+
+# --- runner ----------------------------------------------------------------------------------
+
+def check_passes(model, context):
+    """Pass."""
+
+
+def check_fails(model, context):
+    """Fail with an operator's message."""
+    raise CheckFailure("3 of 50 golden users got fewer than 10 items")
+
+
+def check_has_a_bug(model, context):
+    """Crash, as a buggy check would."""
+    raise ValueError("boom")
+
+
+def test_run_checks_captures_failures_and_exceptions():
+    report = run_checks([check_passes, check_fails, check_has_a_bug], None, make_context())
+    assert [r.name for r in report.results] == ["check_passes", "check_fails", "check_has_a_bug"]
+    assert not report.passed
+    assert report.failed_names == ["check_fails", "check_has_a_bug"]
+    assert report.results[0] == CheckResult("check_passes", True, "", report.results[0].seconds)
+    assert report.results[1].message == "3 of 50 golden users got fewer than 10 items"
+    assert report.results[2].message == "raised ValueError: boom"
+
+
+def test_run_checks_stop_on_failure():
+    report = run_checks([check_fails, check_passes], None, make_context(), stop_on_failure=True)
+    assert report.failed_names == ["check_fails"]
+    assert len(report.results) == 1
+
+
+def test_run_checks_times_each_check(monkeypatch):
+    ticks = iter([10.0, 10.25, 20.0, 21.0])
+    monkeypatch.setattr("sanity_tests.runner.time.perf_counter", lambda: next(ticks))
+    report = run_checks([check_passes, check_fails], None, make_context())
+    assert [r.seconds for r in report.results] == [0.25, 1.0]
+
+
+def test_report_to_dict_is_json_and_format_is_a_table():
+    report = Report((CheckResult("check_a", True, "", 0.0012),
+                     CheckResult("check_bb", False, "too slow", 0.5)))
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data == {"passed": False, "failed": ["check_bb"], "results": [
+        {"name": "check_a", "passed": True, "message": "", "seconds": 0.0012},
+        {"name": "check_bb", "passed": False, "message": "too slow", "seconds": 0.5}]}
+    lines = report.format().splitlines()
+    assert lines[1].split() == ["PASS", "check_a", "1.2"]
+    assert lines[2].split() == ["FAIL", "check_bb", "500.0", "too", "slow"]
+    assert lines[-1] == "1 of 2 checks passed"
+
+
+def test_empty_report_passes():
+    assert Report(()).passed and Report(()).failed == ()
+
+
+def test_checks_fingerprint_changes_with_thresholds_only():
+    base = checks_fingerprint(Thresholds())
+    assert base == checks_fingerprint(Thresholds())
+    assert len(base) == 64
+    assert checks_fingerprint(Thresholds(ndcg_floor=0.03)) != base
+    assert checks_fingerprint(Thresholds(latency_calls=10)) != base
+
+
+def test_checks_fingerprint_covers_check_source(monkeypatch, tmp_path):
+    import shutil
+
+    import sanity_tests.runner as runner
+
+    package = tmp_path / "sanity_tests"
+    shutil.copytree(runner.__file__.rsplit("/", 1)[0], package)
+    monkeypatch.setattr(runner, "__file__", str(package / "runner.py"))
+    before = checks_fingerprint(Thresholds())
+    with open(package / "quality.py", "a") as handle:
+        handle.write("\n# a changed check\n")
+    assert checks_fingerprint(Thresholds()) != before
+
+
+def test_every_check_is_exported():
+    for check in sanity_tests.RUN_CHECKS + sanity_tests.MODEL_CHECKS:
+        assert getattr(sanity_tests, check.__name__) is check
+        assert check.__doc__, check.__name__
+
+
+# --- model checks on a small fitted EventRecommender ------------------------------------
+
+AS_OF = datetime(2026, 3, 1, tzinfo=timezone.utc).timestamp()
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    """Fit one small EventRecommender on the sample world as of AS_OF."""
+    from service.training.sample_data import generate
+
+    interactions, catalogue = generate(as_of="2026-03-01", users=400, events=300,
+                                       interactions=8000)
+    return EventRecommender(n_components=8, n_clusters=4).fit(interactions, items=catalogue)
+
+
+@pytest.fixture(scope="module")
+def golden_context(fitted):
+    """A healthy run context with 20 golden users, as of AS_OF, 100 latency calls."""
+    golden = [{"user_id": str(u), "holdout_items": []} for u in fitted.user_ids_[::18][:20]]
+    return make_context(golden_users=golden, as_of=AS_OF, schema_version=1,
+                        thresholds=Thresholds(latency_calls=100))
+
+
+@pytest.fixture
+def model(fitted):
+    """A private copy of the fitted model, for a test to break."""
+    return copy.deepcopy(fitted)
+
+
+def patch_recommend(model, change, known_only=False):
+    """Make ``model.recommend`` return ``change(rec, user_id)`` (for known users only)."""
+    original = model.recommend
+
+    def recommend(user_id, n=10, as_of=None, *, taste=None):
+        rec = original(user_id, n, as_of, taste=taste)
+        if known_only and not model.known_user(user_id):
+            return rec
+        return change(rec, user_id)
+
+    model.recommend = recommend
+    return model
+
+
+def with_first_repeated(model):
+    return patch_recommend(model, lambda rec, _: rec._replace(
+        items=np.r_[rec.items[:1], rec.items[:-1]],
+        item_ids=np.r_[rec.item_ids[:1], rec.item_ids[:-1]]), known_only=True)
+
+
+def with_ghost_item(model):
+    return patch_recommend(model, lambda rec, _: rec._replace(
+        item_ids=np.r_[["ev-ghost"], rec.item_ids[1:]]), known_only=True)
+
+
+def with_nan_scores(model):
+    return patch_recommend(model, lambda rec, _: rec._replace(
+        scores=np.full(rec.scores.shape, np.nan)), known_only=True)
+
+
+def with_noisy_scores(model):
+    noise = np.random.default_rng(0)
+    return patch_recommend(model, lambda rec, _: rec._replace(
+        scores=rec.scores + noise.random(rec.scores.shape)))
+
+
+def with_one_list_for_all(model):
+    cold = model.recommend(sanity_tests.COLD_PROBE, 10, AS_OF)
+    return patch_recommend(model, lambda rec, _: cold._replace(strategy=rec.strategy),
+                           known_only=True)
+
+
+def with_personalised_cold_start(model):
+    return patch_recommend(model, lambda rec, user: rec if model.known_user(user)
+                           else rec._replace(strategy="personalised"))
+
+
+def with_short_lists(model):
+    return patch_recommend(model, lambda rec, user: rec._replace(
+        items=rec.items[:7], item_ids=rec.item_ids[:7], scores=rec.scores[:7]), known_only=True)
+
+
+def with_nan_in_past_item_factors(model):
+    past = np.flatnonzero(model.item_starts_at_ <= AS_OF)
+    model.item_factors_[past[:3], 0] = np.nan
+    return model
+
+
+def with_inf_cluster_scores(model):
+    model.cluster_item_scores_[1, 5] = np.inf
+    return model
+
+
+def with_nan_start(model):
+    past = np.flatnonzero(model.item_starts_at_ <= AS_OF)
+    model.item_starts_at_[past[0]] = np.nan
+    return model
+
+
+def with_truncated(name, rows):
+    def breaker(model):
+        setattr(model, name, getattr(model, name)[:rows])
+        return model
+    return breaker
+
+
+def with_wide_item_factors(model):
+    model.item_factors_ = np.hstack([model.item_factors_, model.item_factors_[:, :1]])
+    return model
+
+
+def with_seen_out_of_range(model):
+    model.seen_indices_ = model.seen_indices_.copy()
+    model.seen_indices_[-1] = len(model.item_ids_)
+    return model
+
+
+def with_bad_user_cluster(model):
+    model.user_clusters_[0] = len(model.cluster_labels_)
+    return model
+
+
+def with_everything_in_the_past(model):
+    model.item_starts_at_[:] = AS_OF - 1.0
+    return model
+
+
+def with_schema_version(model):
+    model.schema_version_ = 0
+    return model
+
+
+class Impostor:
+    """Everything an EventRecommender has, but not one."""
+
+
+def as_impostor(model):
+    impostor = Impostor()
+    impostor.__dict__.update(vars(model))
+    impostor.recommend = model.recommend
+    impostor.known_user = model.known_user
+    return impostor
+
+
+@pytest.mark.parametrize("breaker, failing, words", [
+    (as_impostor, {"check_fitted_estimator"},
+     "test_sanity_checks.Impostor, not a service.recommender.EventRecommender"),
+    (with_schema_version, {"check_schema_version"}, "model.schema_version_ is 0, expected 1"),
+    (with_nan_in_past_item_factors, {"check_finite_arrays"},
+     "item_factors_ has 3 non-finite value(s) at"),
+    (with_inf_cluster_scores, {"check_finite_arrays"},
+     "cluster_item_scores_ has 1 non-finite value(s) at (1, 5)"),
+    (with_nan_start, {"check_finite_arrays"}, "item_starts_at_ has 1 NaN value(s)"),
+    (with_truncated("item_categories_", 10), {"check_array_shapes"},
+     "item_categories_ has shape (10,), expected (833,)"),
+    # Arrays recommend() reads break the lists too; the shape check names the cause.
+    (with_wide_item_factors, {"check_array_shapes", "check_golden_users_lists",
+                              "check_deterministic", "check_lists_differ", "check_latency"},
+     "factor widths differ: users 8, items 9"),
+    (with_truncated("item_popularity_", 10), {"check_array_shapes", "check_cold_start"},
+     "item_popularity_ has shape (10,), expected (833,)"),
+    (with_truncated("cluster_labels_", 3), {"check_array_shapes"},
+     "user_clusters_ spans [0, 3], outside [0, 3)"),
+    (with_seen_out_of_range, {"check_array_shapes"}, "seen_indices_ spans"),
+    (with_bad_user_cluster, {"check_array_shapes"}, "user_clusters_ spans [0, 4], outside [0, 4)"),
+    (with_first_repeated, {"check_golden_users_lists"},
+     "20 of 20 golden users got duplicate items"),
+    (with_short_lists, {"check_golden_users_lists"},
+     "20 of 20 golden users got a wrong-length list (want 10), all with "),
+    (with_ghost_item, {"check_golden_users_lists"}, "20 of 20 golden users got unknown items"),
+    (with_nan_scores, {"check_golden_users_lists"},
+     "20 of 20 golden users got non-finite scores, all with 10"),
+    (with_noisy_scores, {"check_deterministic"}, "got a different list the second time"),
+    (with_personalised_cold_start, {"check_cold_start"},
+     "strategy: 'personalised', expected 'cold_start'"),
+    (with_one_list_for_all, {"check_lists_differ"}, "all 20 golden users got the identical list"),
+    # With no upcoming event every list is empty, so the lists are also all alike.
+    (with_everything_in_the_past, {"check_golden_users_lists", "check_cold_start",
+                                   "check_lists_differ"},
+     "20 of 20 golden users got a wrong-length list (want 10), all with "),
+])
+def test_broken_model_fails_exactly_its_check(model, golden_context, breaker, failing, words):
+    report = run_checks(MODEL_CHECKS, breaker(model), golden_context)
+    assert set(report.failed_names) == failing, report.format()
+    assert words in report.failed[0].message, report.format()
+
+
+def test_healthy_model_passes_every_check(model, golden_context):
+    report = run_checks(RUN_CHECKS + MODEL_CHECKS, model, golden_context)
+    assert report.passed, report.format()
+
+
+def test_golden_failure_names_users_and_counts(model, golden_context):
+    first, second = (user["user_id"] for user in golden_context.golden_users[:2])
+    keep = {first: 7, second: 4}
+    patch_recommend(model, lambda rec, user: rec._replace(
+        items=rec.items[:keep[user]], item_ids=rec.item_ids[:keep[user]],
+        scores=rec.scores[:keep[user]]) if user in keep else rec)
+    with pytest.raises(CheckFailure) as caught:
+        sanity_tests.check_golden_users_lists(model, golden_context)
+    assert str(caught.value) == (
+        f"2 of 20 golden users got a wrong-length list (want 10): {first} (7 items), "
+        f"{second} (4 items) (n=10, as of 2026-03-01T00:00:00Z)")
+
+
+def test_golden_failure_says_a_shared_cause_once(model, golden_context):
+    with_short_lists(model)
+    with pytest.raises(CheckFailure) as caught:
+        sanity_tests.check_golden_users_lists(model, golden_context)
+    message = str(caught.value)
+    assert message.startswith("20 of 20 golden users got a wrong-length list (want 10), "
+                              "all with 7 items: u-000000, ")
+    assert message.count("7 items") == 1 and "and 15 more" in message
+
+
+def test_past_events_are_reported_when_recommend_ignores_as_of(model, golden_context):
+    later = replace(golden_context, as_of=AS_OF + 30 * 86_400)
+    patch_recommend(model, lambda rec, _: rec)  # keep the real lists, judged later
+    original = model.recommend
+    model.recommend = lambda user_id, n=10, as_of=None, **kw: original(user_id, n, AS_OF, **kw)
+    with pytest.raises(CheckFailure, match="golden users got events that are not upcoming"):
+        sanity_tests.check_golden_users_lists(model, later)
+
+
+def test_unfitted_and_wrong_models_fail_the_estimator_check(fitted, golden_context):
+    from service.recommender import PopularityRecommender
+
+    with pytest.raises(CheckFailure, match="model is not fitted"):
+        sanity_tests.check_fitted_estimator(EventRecommender(), golden_context)
+    with pytest.raises(CheckFailure, match="is a service.recommender.PopularityRecommender"):
+        sanity_tests.check_fitted_estimator(PopularityRecommender(), golden_context)
+
+
+def test_run_schema_version_mismatch_fails_schema_check(model, golden_context):
+    report = run_checks(MODEL_CHECKS, model, replace(golden_context, schema_version=2))
+    assert report.failed_names == ["check_schema_version"]
+    assert "run artifact schema_version is 2" in report.failed[0].message
+
+
+@pytest.mark.parametrize("warnings, words", [
+    (("InconsistentVersionWarning: Trying to unpickle estimator KMeans from version 1.4.0 "
+      "when using version 1.9.1.",), "scikit-learn versions differ"),
+    (("UserWarning: something odd",), "may not behave as trained"),
+])
+def test_load_warnings_fail_the_warnings_check(model, golden_context, warnings, words):
+    report = run_checks(MODEL_CHECKS, model, replace(golden_context, load_warnings=warnings))
+    assert report.failed_names == ["check_no_load_warnings"]
+    assert words in report.failed[0].message
+    assert warnings[0][:40] in report.failed[0].message
+
+
+def test_behaviour_checks_need_golden_users(model, golden_context):
+    with pytest.raises(CheckFailure, match="stored no golden users"):
+        sanity_tests.check_golden_users_lists(model, replace(golden_context, golden_users=()))
+
+
+def test_slow_recommend_fails_latency_early(model, golden_context):
+    original = model.recommend
+    calls = []
+
+    def slow(user_id, n=10, as_of=None, **kw):
+        calls.append(user_id)
+        time.sleep(0.003)
+        return original(user_id, n, as_of, **kw)
+
+    model.recommend = slow
+    context = replace(golden_context, thresholds=Thresholds(latency_budget_ms=1.0,
+                                                            latency_calls=300))
+    report = run_checks([sanity_tests.check_latency], model, context)
+    assert report.failed_names == ["check_latency"]
+    assert "calls took over 1.0 ms" in report.failed[0].message
+    assert "stopped early" in report.failed[0].message
+    assert len(calls) < 30  # gave up long before 300 slow calls
+
+
+def test_latency_reports_p50_and_p99(model, golden_context):
+    context = replace(golden_context, thresholds=Thresholds(latency_budget_ms=0.0,
+                                                            latency_calls=1))
+    with pytest.raises(CheckFailure, match=r"p99 \d+\.\d ms over the 0\.0 ms budget \(p50"):
+        sanity_tests.check_latency(model, context)
