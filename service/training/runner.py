@@ -1,0 +1,79 @@
+"""Run the training flow as a subprocess against the configured Metaflow store."""
+
+from __future__ import annotations
+
+import collections
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from service.config import metaflow_environment
+
+FLOW_FILE = Path(__file__).with_name("flow.py")
+FLOW_NAME = "LineupTrainFlow"  # the class in FLOW_FILE
+_TAIL_LINES = 40
+
+
+class TrainingFailed(RuntimeError):
+    """The training flow exited with an error; the message ends with its output's tail."""
+
+
+def _sample_args(sample_size: Any) -> list[str]:
+    """Turn ``(users, events, interactions)`` or a mapping of those names into flow options."""
+    if sample_size is None:
+        return []
+    if isinstance(sample_size, Mapping):
+        sizes = dict(sample_size)
+    else:
+        sizes = dict(zip(("users", "events", "interactions"), sample_size, strict=True))
+    return [arg for name, value in sizes.items()
+            for arg in (f"--sample_{name}", str(int(value)))]
+
+
+def train(settings: Mapping[str, Any], *, interactions: str | os.PathLike | None = None,
+          items: str | os.PathLike | None = None, as_of: str | None = None,
+          seed: int | None = None, sample_size: Any = None, extra_args: Sequence[str] = (),
+          quiet: bool = True) -> str:
+    """Run LineupTrainFlow and return its pathspec ``LineupTrainFlow/<run id>``.
+
+    Without ``interactions`` the flow trains on the sample world (``as_of``
+    date, ``seed``, ``sample_size`` as (users, events, interactions)). Raises
+    TrainingFailed, carrying the tail of the flow's output, when the run fails.
+    """
+    root = Path(settings["DATASTORE_ROOT"])
+    root.mkdir(parents=True, exist_ok=True)
+    args = [sys.executable, str(FLOW_FILE), "--no-pylint", "run"]
+    if interactions:
+        args += ["--interactions", str(Path(interactions).resolve())]
+    if items:
+        args += ["--items", str(Path(items).resolve())]
+    if as_of:
+        args += ["--as_of", str(as_of)]
+    if seed is not None:
+        args += ["--seed", str(int(seed))]
+    args += _sample_args(sample_size)
+    with tempfile.TemporaryDirectory() as scratch:
+        run_id_file = Path(scratch) / "run-id"
+        args += ["--run-id-file", str(run_id_file), *extra_args]
+        env = os.environ | metaflow_environment(settings)
+        tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
+        # Run from the store's root so Metaflow never picks up a stray .metaflow elsewhere.
+        with subprocess.Popen(args, cwd=root, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, errors="replace") as proc:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                tail.append(line.rstrip("\n"))
+                if not quiet:
+                    sys.stderr.write(line)
+        run_id = run_id_file.read_text().strip() if run_id_file.exists() else ""
+    if proc.returncode != 0:
+        where = f" (run {FLOW_NAME}/{run_id})" if run_id else ""
+        raise TrainingFailed(f"training flow exited with status {proc.returncode}{where}:\n"
+                             + "\n".join(tail))
+    if not run_id:
+        raise TrainingFailed("training flow succeeded but wrote no run id:\n" + "\n".join(tail))
+    return f"{FLOW_NAME}/{run_id}"
