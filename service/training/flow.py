@@ -138,10 +138,12 @@ class LineupTrainFlow(FlowSpec):
     @step
     def join(self, inputs):
         """Pick the grid point with the best holdout NDCG@10 (ties: fewer components)."""
+        from service.training.evaluation import METRIC_KEYS
+
         self.grid_results = [dict(i.params, **i.metrics) for i in inputs]
         best = max(inputs, key=lambda i: (i.metrics["ndcg@10"], -i.params["n_components"]))
         self.best_params = dict(best.params)
-        self.holdout_metrics = dict(best.metrics)
+        self.holdout_metrics = {key: best.metrics[key] for key in METRIC_KEYS}
         self.merge_artifacts(inputs, include=["log", "catalogue", "train_log", "truth",
                                               "holdout_start", "as_of"])
         self.next(self.evaluate)
@@ -157,8 +159,9 @@ class LineupTrainFlow(FlowSpec):
         from service.recommender import EventRecommender
         from service.training import evaluation
 
-        self.baseline_metrics = evaluation.baseline_metrics(
+        baseline = evaluation.baseline_metrics(
             self.train_log, self.truth, self.holdout_start, items=self.catalogue)
+        self.baseline_metrics = {key: baseline[key] for key in evaluation.METRIC_KEYS}
         self.model = EventRecommender(**self.best_params).fit(self.log, items=self.catalogue)
         # The big inputs are not needed downstream; keep the datastore small.
         self.train_log = self.truth = None

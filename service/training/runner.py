@@ -34,6 +34,26 @@ def _sample_args(sample_size: Any) -> list[str]:
             for arg in (f"--sample_{name}", str(int(value)))]
 
 
+def command(settings: Mapping[str, Any], *, interactions: str | os.PathLike | None = None,
+            items: str | os.PathLike | None = None, as_of: str | None = None,
+            seed: int | None = None, sample_size: Any = None, extra_args: Sequence[str] = (),
+            run_id_file: str | os.PathLike | None = None) -> tuple[list[str], dict[str, str]]:
+    """Return the argv of a flow run and the Metaflow variables to add to its environment."""
+    args = [sys.executable, str(FLOW_FILE), "--no-pylint", "run"]
+    if interactions:
+        args += ["--interactions", str(Path(interactions).resolve())]
+    if items:
+        args += ["--items", str(Path(items).resolve())]
+    if as_of:
+        args += ["--as_of", str(as_of)]
+    if seed is not None:
+        args += ["--seed", str(int(seed))]
+    args += _sample_args(sample_size)
+    if run_id_file is not None:
+        args += ["--run-id-file", str(run_id_file)]
+    return [*args, *extra_args], metaflow_environment(settings)
+
+
 def train(settings: Mapping[str, Any], *, interactions: str | os.PathLike | None = None,
           items: str | os.PathLike | None = None, as_of: str | None = None,
           seed: int | None = None, sample_size: Any = None, extra_args: Sequence[str] = (),
@@ -46,24 +66,16 @@ def train(settings: Mapping[str, Any], *, interactions: str | os.PathLike | None
     """
     root = Path(settings["DATASTORE_ROOT"])
     root.mkdir(parents=True, exist_ok=True)
-    args = [sys.executable, str(FLOW_FILE), "--no-pylint", "run"]
-    if interactions:
-        args += ["--interactions", str(Path(interactions).resolve())]
-    if items:
-        args += ["--items", str(Path(items).resolve())]
-    if as_of:
-        args += ["--as_of", str(as_of)]
-    if seed is not None:
-        args += ["--seed", str(int(seed))]
-    args += _sample_args(sample_size)
     with tempfile.TemporaryDirectory() as scratch:
         run_id_file = Path(scratch) / "run-id"
-        args += ["--run-id-file", str(run_id_file), *extra_args]
-        env = os.environ | metaflow_environment(settings)
+        args, flow_env = command(settings, interactions=interactions, items=items, as_of=as_of,
+                                 seed=seed, sample_size=sample_size, extra_args=extra_args,
+                                 run_id_file=run_id_file)
         tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
         # Run from the store's root so Metaflow never picks up a stray .metaflow elsewhere.
-        with subprocess.Popen(args, cwd=root, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, errors="replace") as proc:
+        with subprocess.Popen(args, cwd=root, env=os.environ | flow_env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              errors="replace") as proc:
             assert proc.stdout is not None
             for line in proc.stdout:
                 tail.append(line.rstrip("\n"))
