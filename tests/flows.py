@@ -78,7 +78,8 @@ def corrupt_model(settings: Mapping[str, Any], run_id: str) -> None:
 def unfinished_run(settings: Mapping[str, Any], data: tuple[Path, Path]) -> None:
     """Start a run and kill it mid-flight: it stays 'running' with no data."""
     argv, env = runner.command(settings, interactions=str(data[0]), items=str(data[1]))
-    process = subprocess.Popen(argv, env={**os.environ, **env}, start_new_session=True,
+    process = subprocess.Popen(argv, env={**os.environ, **env}, cwd=settings["DATASTORE_ROOT"],
+                               start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     flow_dir = Path(settings["DATASTORE_ROOT"]) / ".metaflow" / settings["FLOW_NAME"]
     before = set(flow_dir.iterdir()) if flow_dir.exists() else set()
