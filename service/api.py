@@ -10,6 +10,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from service.config import MAX_RECOMMENDATIONS
 from service.errors import ApiError
 from service.manager import ModelManager
+from service.metrics import RECOMMENDATIONS
 
 bp = Blueprint("api", __name__)
 
@@ -60,6 +61,7 @@ def recommendations() -> Response:
     if served is None:
         raise _model_unavailable()
     chosen = served.model.recommend(user_id, n, as_of=time.time(), taste=taste)
+    RECOMMENDATIONS.labels(chosen.strategy).inc()
     catalogue = served.catalogue
     items = [{**catalogue[index], "score": round(float(score), 6)}
              for index, score in zip(chosen.items.tolist(), chosen.scores.tolist(), strict=True)]

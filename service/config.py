@@ -78,6 +78,8 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "BIND": _str(env, "LINEUP_BIND", "127.0.0.1:8000"),
         "WORKERS": _int(env, "LINEUP_WORKERS", 2),
         "LOG_LEVEL": _str(env, "LINEUP_LOG_LEVEL", "info"),
+        # prometheus_client's multiprocess files, one set per gunicorn worker.
+        "METRICS_DIR": str(_path(_str(env, "LINEUP_METRICS_DIR", str(home / "metrics")))),
     }
 
 
@@ -89,6 +91,12 @@ def metaflow_environment(settings: Mapping[str, Any]) -> dict[str, str]:
         "METAFLOW_DEFAULT_METADATA": "local",
         "METAFLOW_USER": settings["METAFLOW_USER"],
     }
+
+
+def apply_multiprocess_metrics(settings: Mapping[str, Any]) -> None:
+    """Make prometheus_client count across processes; call before it is imported."""
+    Path(settings["METRICS_DIR"]).mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = settings["METRICS_DIR"]
 
 
 def apply_metaflow(settings: Mapping[str, Any]) -> None:

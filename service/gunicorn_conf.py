@@ -4,9 +4,13 @@ Used as `gunicorn -c python:service.gunicorn_conf` (by `lineup serve`) or via
 the top-level gunicorn.conf.py.
 """
 
+import shutil
+
+from service.config import apply_multiprocess_metrics
 from service.config import load as load_settings
 
 settings = load_settings()
+apply_multiprocess_metrics(settings)  # before any worker imports prometheus_client
 
 # -- server socket ------------------------------------------------------------
 bind = settings["BIND"]
@@ -47,6 +51,19 @@ logconfig_dict = {
 
 
 # -- server hooks -------------------------------------------------------------
+def on_starting(server):
+    """Start counting afresh: old workers' metric files would be summed in."""
+    shutil.rmtree(settings["METRICS_DIR"], ignore_errors=True)
+    apply_multiprocess_metrics(settings)
+
+
+def child_exit(server, worker):
+    """Drop a dead worker's live gauges from /metrics."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
 def post_worker_init(worker):
     """Start the worker's model watcher: threads do not survive a fork."""
     worker.wsgi.extensions["lineup"].start()

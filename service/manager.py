@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sanity_tests import Thresholds, checks_fingerprint
-from service import loader
+from service import loader, metrics
 from service.decisions import Decision, DecisionStore, DecisionWriteError, SelectionBusy
 from service.gate import Evaluation, Verdict, evaluate_within
 from service.runs import RunNotFound, RunRecord, RunSource, StoreUnavailable
@@ -111,12 +111,16 @@ class ModelManager:
                 self._seen_signature = signature
                 return False
             try:
-                self.slot.swap(self._open(serving))
+                old = self.slot.swap(self._open(serving))
             except Exception as exc:  # keep serving what we have; try again next tick
                 self._record_error(f"cannot load decided run {serving['run_id']}: "
                                    f"{type(exc).__name__}: {exc}")
                 return False
             self._seen_signature = signature
+            metrics.SWAPS.inc()
+            if old is not None:
+                metrics.SERVING_RUN.labels(old.run_id).set(0)
+            metrics.SERVING_RUN.labels(serving["run_id"]).set(1)
             return True
 
     def start(self) -> None:
@@ -155,6 +159,8 @@ class ModelManager:
         """Write what this worker serves, so the status can show every worker."""
         served = self.slot.get()
         run_id = served.run_id if served else None
+        if served is not None and served.finished_at is not None:
+            metrics.MODEL_AGE.set(time.time() - served.finished_at)
         last_run, last_at = self._reported
         if run_id == last_run and time.time() - last_at < WORKER_REPORT_EVERY:
             return
@@ -214,6 +220,10 @@ class ModelManager:
         evaluation = evaluate_within(self.source, record, self.settings, self.slot.get())
         verdict = evaluation.verdict
         decision.verdicts[record.run_id] = verdict.to_dict()
+        for check in verdict.checks:
+            metrics.CHECK_SECONDS.labels(check["name"]).observe(check["seconds"])
+            if not check["passed"]:
+                metrics.REJECTIONS.labels(check["name"]).inc()
         if verdict.passed:
             logger.info("run %s passed every check in %.2f s", record.run_id, verdict.seconds)
         else:
@@ -272,6 +282,7 @@ class ModelManager:
         except (StoreUnavailable, RunNotFound, loader.LoadError, OSError) as exc:
             error = f"{type(exc).__name__}: {exc}"
         finished = time.time()
+        metrics.SELECTION_SECONDS.observe(finished - started)
         decision.generation += 1
         result = {
             "selection": decision.generation, "reason": reason, "pid": os.getpid(),
