@@ -69,3 +69,27 @@ def history_settings(settings, history):
 def history_app(history_settings):
     """An app over the run history."""
     return create_app(history_settings)
+
+
+# Training fixtures: a small sample world and a model fitted on it.
+
+#: The small world of the training tests; big enough that the model beats popularity.
+SMALL_WORLD = {"as_of": "2026-11-27", "seed": 0, "users": 1500, "events": 300,
+               "interactions": 30_000}
+
+
+@pytest.fixture(scope="session")
+def small_world():
+    """A small deterministic sample world as (Interactions, Catalogue)."""
+    from service.training.sample_data import generate
+
+    return generate(**SMALL_WORLD)
+
+
+@pytest.fixture(scope="session")
+def fitted_model(small_world):
+    """An EventRecommender fitted on the small world (do not mutate)."""
+    from service.recommender import EventRecommender
+
+    log, catalogue = small_world
+    return EventRecommender(n_components=16, n_clusters=4).fit(log, items=catalogue)

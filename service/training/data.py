@@ -233,7 +233,7 @@ def load_items(path: str | Path) -> Catalogue:
     dup = np.flatnonzero(item_id[order][1:] == item_id[order][:-1])
     if dup.size:
         first, second = order[dup[0]], order[dup[0] + 1]
-        raise DataError(f"{name}, row {lines[second]}: duplicate item_id {item_id[second]!r} "
+        raise DataError(f"{name}, row {lines[second]}: duplicate item_id {str(item_id[second])!r} "
                         f"(first on row {lines[first]})")
 
     def column(col: str, default: np.ndarray) -> np.ndarray:

@@ -144,8 +144,8 @@ class LineupTrainFlow(FlowSpec):
         best = max(inputs, key=lambda i: (i.metrics["ndcg@10"], -i.params["n_components"]))
         self.best_params = dict(best.params)
         self.holdout_metrics = {key: best.metrics[key] for key in METRIC_KEYS}
-        self.merge_artifacts(inputs, include=["log", "catalogue", "train_log", "truth",
-                                              "holdout_start", "as_of"])
+        # Everything else came unchanged from split: carry it forward.
+        self.merge_artifacts(inputs, exclude=["params", "metrics"])
         self.next(self.evaluate)
 
     @step

@@ -1,0 +1,162 @@
+"""EventRecommender: the estimator contract and what a list may contain."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.exceptions import NotFittedError
+
+from service.recommender import EventRecommender, PopularityRecommender, Recommendation
+
+
+@pytest.fixture
+def now(fitted_model):
+    """The instant just after the small world's last interaction."""
+    return fitted_model.fitted_as_of_ + 1.0
+
+
+def _bought(model, row):
+    return model.seen_indices_[model.seen_indptr_[row]:model.seen_indptr_[row + 1]]
+
+
+def test_recommend_before_fit_raises():
+    with pytest.raises(NotFittedError):
+        EventRecommender().recommend("u-000001")
+
+
+def test_init_only_stores_keyword_params():
+    model = EventRecommender(n_components=8, popularity_weight=0.2)
+    assert model.get_params()["n_components"] == 8
+    with pytest.raises(TypeError):
+        EventRecommender(8)  # keyword-only
+
+
+def test_excludes_bought_and_past_items(fitted_model, now):
+    buyers = np.flatnonzero(np.diff(fitted_model.seen_indptr_) > 0)[:200]
+    assert buyers.size
+    for row in buyers:
+        rec = fitted_model.recommend(str(fitted_model.user_ids_[row]), 10, now)
+        assert rec.strategy == "personalised"
+        assert not np.isin(rec.items, _bought(fitted_model, row)).any()
+        assert (fitted_model.item_starts_at_[rec.items] > now).all()
+
+
+def test_later_as_of_drops_started_events(fitted_model, now):
+    user = str(fitted_model.user_ids_[0])
+    first = fitted_model.recommend(user, 10, now)
+    later = now + 3 * 86_400
+    rec = fitted_model.recommend(user, 10, later)
+    assert (fitted_model.item_starts_at_[rec.items] > later).all()
+    assert len(rec.items) == len(first.items) == 10
+
+
+def test_cold_user_gets_most_popular_upcoming(fitted_model, now):
+    rec = fitted_model.recommend("never-seen", 10, now)
+    assert rec.strategy == "cold_start"
+    upcoming = np.flatnonzero(fitted_model.item_starts_at_ > now)
+    best = upcoming[np.argsort(-fitted_model.item_popularity_[upcoming], kind="stable")][:10]
+    assert set(rec.items) == set(best)
+    assert (np.diff(rec.scores) <= 0).all()
+
+
+def test_taste_hint_for_unknown_user(fitted_model, now):
+    label = str(fitted_model.cluster_labels_[1])
+    rec = fitted_model.recommend("never-seen", 10, now, taste=label.upper())
+    assert rec.strategy == "cold_start_taste"
+    scores = fitted_model.cluster_item_scores_[1]
+    upcoming = np.flatnonzero(fitted_model.item_starts_at_ > now)
+    assert set(rec.items) == set(upcoming[np.argsort(-scores[upcoming], kind="stable")][:10])
+
+
+def test_unknown_taste_falls_back_and_known_users_ignore_taste(fitted_model, now):
+    assert fitted_model.recommend("never-seen", 5, now, taste="polka").strategy == "cold_start"
+    user = str(fitted_model.user_ids_[3])
+    label = str(fitted_model.cluster_labels_[0])
+    with_taste = fitted_model.recommend(user, 5, now, taste=label)
+    assert with_taste.strategy == "personalised"
+    assert np.array_equal(with_taste.items, fitted_model.recommend(user, 5, now).items)
+
+
+def test_cluster_labels_are_readable_and_unique(fitted_model):
+    labels = fitted_model.cluster_labels_.tolist()
+    assert len(labels) == len(set(labels)) == 4
+    categories = set(fitted_model.item_categories_.tolist())
+    assert all(label.rsplit("-", 1)[0] in categories or label in categories for label in labels)
+
+
+@pytest.mark.parametrize("n", [1, 10, 37])
+def test_returns_n_unique_items(fitted_model, now, n):
+    rec = fitted_model.recommend(str(fitted_model.user_ids_[5]), n, now)
+    assert isinstance(rec, Recommendation)
+    assert len(rec.items) == len(set(rec.items.tolist())) == n
+    assert np.array_equal(rec.item_ids, fitted_model.item_ids_[rec.items])
+    assert len(rec.scores) == n and np.isfinite(rec.scores).all()
+
+
+def test_returns_fewer_when_fewer_exist(fitted_model, now):
+    row = int(np.argmax(np.diff(fitted_model.seen_indptr_)))
+    user = str(fitted_model.user_ids_[row])
+    upcoming = set(np.flatnonzero(fitted_model.item_starts_at_ > now).tolist())
+    available = upcoming - set(_bought(fitted_model, row).tolist())
+    rec = fitted_model.recommend(user, len(fitted_model.item_ids_) + 50, now)
+    assert set(rec.items.tolist()) == available
+    assert len(rec.items) == len(available)
+    assert len(fitted_model.recommend(user, 0, now).items) == 0
+
+
+def test_deterministic_fit_and_recommend(small_world, fitted_model, now):
+    log, catalogue = small_world
+    again = EventRecommender(n_components=16, n_clusters=4).fit(log, items=catalogue)
+    np.testing.assert_array_equal(again.item_factors_, fitted_model.item_factors_)
+    np.testing.assert_array_equal(again.user_clusters_, fitted_model.user_clusters_)
+    for user in fitted_model.user_ids_[:20]:
+        first, second = (m.recommend(str(user), 10, now) for m in (fitted_model, again))
+        assert np.array_equal(first.items, second.items)
+        assert np.array_equal(first.scores, second.scores)
+
+
+def test_batch_equals_single(fitted_model, now):
+    users = [str(u) for u in fitted_model.user_ids_[:30]] + ["never-seen"]
+    batch = fitted_model.recommend_batch(users, 10, now)
+    for user, rec in zip(users, batch, strict=True):
+        single = fitted_model.recommend(user, 10, now)
+        assert np.array_equal(rec.items, single.items)
+        assert np.array_equal(rec.scores, single.scores)
+        assert rec.strategy == single.strategy
+
+
+def test_known_user(fitted_model):
+    assert fitted_model.known_user(str(fitted_model.user_ids_[0]))
+    assert not fitted_model.known_user("never-seen")
+
+
+def test_learned_arrays_are_plain_numpy(fitted_model):
+    expected = {
+        "user_ids_": "U", "user_factors_": np.float32, "item_ids_": "U",
+        "item_factors_": np.float32, "item_titles_": "U", "item_categories_": "U",
+        "item_starts_at_": np.float64, "item_popularity_": np.float32,
+        "seen_indptr_": np.int64, "seen_indices_": np.int32, "cluster_labels_": "U",
+        "user_clusters_": np.int32, "cluster_item_scores_": np.float32,
+    }
+    for name, dtype in expected.items():
+        value = getattr(fitted_model, name)
+        assert type(value) is np.ndarray, name
+        if dtype == "U":
+            assert value.dtype.kind == "U", name
+        else:
+            assert value.dtype == dtype, name
+    for name, value in vars(fitted_model).items():
+        if name.endswith("_") and isinstance(value, np.ndarray):
+            assert value.dtype != object, name
+    assert np.all(fitted_model.user_ids_[:-1] < fitted_model.user_ids_[1:])
+    assert fitted_model.seen_indptr_.shape == (len(fitted_model.user_ids_) + 1,)
+    assert fitted_model.cluster_item_scores_.shape == (4, len(fitted_model.item_ids_))
+    assert fitted_model.schema_version_ == EventRecommender.SCHEMA_VERSION
+
+
+def test_popularity_baseline_has_the_same_interface(small_world, now):
+    log, catalogue = small_world
+    baseline = PopularityRecommender().fit(log, items=catalogue)
+    rec = baseline.recommend("never-seen", 10, now)
+    assert len(rec.items) == 10
+    assert (baseline.item_starts_at_[rec.items] > now).all()
