@@ -9,6 +9,7 @@ import platform
 import time
 from dataclasses import replace
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -198,7 +199,7 @@ def test_checks_fingerprint_covers_check_source(monkeypatch, tmp_path):
     import sanity_tests.runner as runner
 
     package = tmp_path / "sanity_tests"
-    shutil.copytree(runner.__file__.rsplit("/", 1)[0], package)
+    shutil.copytree(Path(runner.__file__).parent, package)
     monkeypatch.setattr(runner, "__file__", str(package / "runner.py"))
     before = checks_fingerprint(Thresholds())
     with open(package / "quality.py", "a") as handle:
