@@ -62,11 +62,11 @@ def _epoch(moment: Any) -> float | None:
 def _run_state(run: Any) -> str:
     if run.successful:
         return "successful"
-    # Failed and running runs look alike at the run level; a finished task
-    # that did not succeed tells them apart.
+    # Failed and running runs look alike at the run level; a task whose last
+    # attempt is recorded as not ok tells them apart.
     for step in run:
         for task in step:
-            if task.finished and not task.successful:
+            if task.metadata_dict.get("attempt_ok") == "False":
                 return "failed"
     return "running"
 

@@ -48,13 +48,15 @@ def history(tmp_path_factory):
 
     home = tmp_path_factory.mktemp("history")
     trainer = config.load({"LINEUP_HOME": str(home), "METAFLOW_USER": "lineup-trainer"})
-    data = flows.sample(home / "data")
-    good = [flows.good_run(trainer, data), flows.good_run(trainer, data)]
-    damaged = flows.damaged_run(trainer, data, home)
+    # Artifacts are content-addressed: each run gets its own world, so that
+    # corrupting one run's model blob leaves the others intact.
+    worlds = [flows.sample(home / f"data-{seed}", seed=seed) for seed in range(3)]
+    good = [flows.good_run(trainer, worlds[0]), flows.good_run(trainer, worlds[1])]
+    damaged = flows.damaged_run(trainer, worlds[0], home)
     flows.failed_run(trainer, home)
-    corrupt = flows.good_run(trainer, data)
+    corrupt = flows.good_run(trainer, worlds[2])
     flows.corrupt_model(trainer, corrupt)
-    flows.unfinished_run(trainer, data)
+    flows.unfinished_run(trainer, worlds[0])
     return SimpleNamespace(datastore=trainer["DATASTORE_ROOT"], good=good, damaged=damaged,
                            corrupt=corrupt)
 
