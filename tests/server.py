@@ -82,16 +82,18 @@ class Server:
             time.sleep(0.05)
         raise AssertionError(f"not {what} within {timeout} s; log:\n{self.log()}")
 
-    def worker_runs(self, attempts: int = 40) -> dict[int, str | None]:
-        """Ask /readyz on fresh connections; return the run each worker pid serves."""
-        seen: dict[int, str | None] = {}
-        for _ in range(attempts):
-            response = requests.get(self.url + "/readyz", timeout=10,
-                                    headers={"Connection": "close"})
-            body = response.json()
-            if response.status_code == 200:
-                seen[body["pid"]] = body["run_id"]
-        return seen
+    def worker_pids(self) -> set[int]:
+        """Return the pids of the master's live workers."""
+        pid = self.process.pid
+        return {int(child) for child in
+                Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
+    def all_workers_serve(self, run_id: str, workers: int = 2) -> bool:
+        """True when every live worker reports serving ``run_id``."""
+        reports = {w["pid"]: w["run_id"] for w in self.admin("GET", "/admin/status").json()
+                   ["workers"]}
+        pids = self.worker_pids()
+        return len(pids) == workers and all(reports.get(pid) == run_id for pid in pids)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:]

@@ -22,18 +22,6 @@ from tests.server import Server
 SWAP_DEADLINE = 2.0
 
 
-def worker_pids(server: Server) -> set[int]:
-    children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
-    return {int(pid) for pid in children.read_text().split()}
-
-
-def all_workers_serve(server: Server, run_id: str) -> bool:
-    status = server.admin("GET", "/admin/status").json()
-    reports = {w["pid"]: w["run_id"] for w in status["workers"]}
-    pids = worker_pids(server)
-    return len(pids) == 2 and all(reports.get(pid) == run_id for pid in pids)
-
-
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     """An empty datastore, a trainer for it, and gunicorn serving from it."""
@@ -56,7 +44,7 @@ def test_cold_start_answers_503_then_picks_up_the_first_good_run(live):
     assert server.get("/readyz").status_code == 503
 
     run_id = flows.good_run(trainer, data)
-    server.wait_for(lambda: all_workers_serve(server, run_id), 30, f"serving {run_id}")
+    server.wait_for(lambda: server.all_workers_serve(run_id), 30, f"serving {run_id}")
     response = server.get("/recommendations", params={"user_id": "u-000001", "n": 3})
     assert response.status_code == 200
     assert response.headers["X-Model-Run"] == run_id and len(response.json()["items"]) == 3
@@ -72,7 +60,7 @@ def test_a_damaged_run_is_rejected_and_the_good_one_keeps_serving(live):
     assert result["candidates"][0]["verdict"] == "rejected"
     status = server.admin("GET", "/admin/status").json()
     assert any(v["run_id"] == damaged and not v["passed"] for v in status["verdicts"])
-    assert all_workers_serve(server, serving)
+    assert server.all_workers_serve(serving)
 
 
 def test_a_reload_reaches_every_worker_and_no_request_fails_during_it(live):
@@ -103,7 +91,7 @@ def test_a_reload_reaches_every_worker_and_no_request_fails_during_it(live):
         result = server.admin("POST", "/admin/reload").json()
         returned = time.monotonic()
         assert result["after"] == new
-        server.wait_for(lambda: all_workers_serve(server, new), SWAP_DEADLINE, "swapped")
+        server.wait_for(lambda: server.all_workers_serve(new), SWAP_DEADLINE, "swapped")
         assert time.monotonic() - returned <= SWAP_DEADLINE
         time.sleep(0.5)
     finally:
@@ -117,10 +105,10 @@ def test_a_reload_reaches_every_worker_and_no_request_fails_during_it(live):
 def test_workers_and_the_whole_service_come_back_on_the_decision(live):
     server, trainer, data = live
     serving = server.get("/readyz").json()["run_id"]
-    victim = min(worker_pids(server))
+    victim = min(server.worker_pids())
     os.kill(victim, signal.SIGKILL)
-    server.wait_for(lambda: victim not in worker_pids(server) and
-                    all_workers_serve(server, serving), 30, "replacing the killed worker")
+    server.wait_for(lambda: victim not in server.worker_pids() and
+                    server.all_workers_serve(serving), 30, "replacing the killed worker")
 
     server.stop()
     server.start()
