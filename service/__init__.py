@@ -16,7 +16,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     The model manager's watcher thread is not started here: gunicorn starts it
     in each worker after the fork (see gunicorn.conf.py), tests drive it.
     """
-    from service import admin, api, errors, metrics
+    from service import admin, api, errors, metrics, openapi
     from service.manager import ModelManager
 
     app = Flask(__name__)
@@ -29,5 +29,6 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     metrics.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(openapi.bp)
     app.extensions["lineup"] = ModelManager(app.config)
     return app
