@@ -112,8 +112,7 @@ def test_workers_and_the_whole_service_come_back_on_the_decision(live):
 
     server.stop()
     server.start()
-    took = server.wait_for(lambda: server.get("/readyz").status_code == 200, 30, "ready again")
-    assert server.get("/readyz").json()["run_id"] == serving
+    took = server.wait_for(lambda: server.all_workers_serve(serving), 30, "ready again")
     assert took < 10
     last = server.admin("GET", "/admin/status").json()["last_selection"]
     assert all(c["remembered"] for c in last["candidates"])
