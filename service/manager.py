@@ -124,9 +124,15 @@ class ModelManager:
             return True
 
     def start(self) -> None:
-        """Start this worker's watcher thread (call after gunicorn forks)."""
+        """Serve the decided run, then start this worker's watcher thread.
+
+        Call after gunicorn forks and before the worker accepts connections:
+        the first sync is done here, not in the thread, so a new worker (after
+        a restart or a crash) never answers 503 while a run is decided.
+        """
         if self._thread is not None:
             return
+        self._tick(self.sync)
         self._thread = threading.Thread(target=self._watch, name="lineup-watcher", daemon=True)
         self._thread.start()
 
@@ -139,7 +145,6 @@ class ModelManager:
 
     def _watch(self) -> None:
         """Follow the decision every WATCH_INTERVAL; select every POLL_INTERVAL."""
-        self._tick(self.sync)
         self._tick(lambda: self.poll(force=True))
         next_poll = time.monotonic() + float(self.settings["POLL_INTERVAL"])
         while not self._stop.wait(float(self.settings["WATCH_INTERVAL"])):
