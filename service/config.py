@@ -40,6 +40,13 @@ def _float(environ: Mapping[str, str], name: str, default: float) -> float:
         raise ValueError(f"{name} must be a number, got {raw!r}") from exc
 
 
+def _choice(environ: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    value = _str(environ, name, choices[0]).lower()
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 def _path(text: str) -> Path:
     # Absolute but not resolved: a symlinked store is followed at each access,
     # so an operator can move it away and back.
@@ -59,6 +66,10 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "STATE_DIR": str(_path(_str(env, "LINEUP_STATE_DIR", str(home / "state")))),
         "DATA_DIR": str(_path(_str(env, "LINEUP_DATA_DIR", str(home / "data")))),
         "FLOW_NAME": _str(env, "LINEUP_FLOW_NAME", FLOW_NAME),
+        # "local": the datastore and metadata in DATASTORE_ROOT (the embedded
+        # default). "service": Metaflow's own configuration (METAFLOW_SERVICE_URL,
+        # METAFLOW_DATASTORE_SYSROOT_S3, a profile) says where runs live.
+        "METADATA": _choice(env, "LINEUP_METADATA", ("local", "service")),
         # Empty means the global namespace (Metaflow's ``namespace(None)``):
         # the service must see runs made by other users and by schedulers.
         "METAFLOW_NAMESPACE": env.get("LINEUP_METAFLOW_NAMESPACE", "").strip() or None,
@@ -85,6 +96,8 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
 
 def metaflow_environment(settings: Mapping[str, Any]) -> dict[str, str]:
     """Return the environment a Metaflow subprocess (the trainer) needs."""
+    if settings["METADATA"] != "local":
+        return {"METAFLOW_USER": settings["METAFLOW_USER"]}
     return {
         "METAFLOW_DATASTORE_SYSROOT_LOCAL": settings["DATASTORE_ROOT"],
         "METAFLOW_DEFAULT_DATASTORE": "local",
@@ -109,7 +122,8 @@ def apply_metaflow(settings: Mapping[str, Any]) -> None:
     os.environ.update(metaflow_environment(settings))
     import metaflow
 
-    root = Path(settings["DATASTORE_ROOT"])
-    (root / ".metaflow").mkdir(parents=True, exist_ok=True)
-    metaflow.metadata(f"local@{root}")
+    if settings["METADATA"] == "local":
+        root = Path(settings["DATASTORE_ROOT"])
+        (root / ".metaflow").mkdir(parents=True, exist_ok=True)
+        metaflow.metadata(f"local@{root}")
     metaflow.namespace(settings["METAFLOW_NAMESPACE"])

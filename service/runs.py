@@ -82,7 +82,8 @@ class RunSource:
     def _client(self) -> Any:
         """Point the Metaflow client at our store and return the module."""
         root = Path(self.settings["DATASTORE_ROOT"]) / ".metaflow"
-        if not root.is_dir() or not os.access(root, os.R_OK | os.X_OK):
+        if self.settings["METADATA"] == "local" and not (
+                root.is_dir() and os.access(root, os.R_OK | os.X_OK)):
             raise StoreUnavailable(f"Metaflow datastore {root} is missing or unreadable")
         config.apply_metaflow(self.settings)
         import metaflow
