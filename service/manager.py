@@ -74,6 +74,7 @@ class ModelManager:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._reported: tuple[str | None, float] = (None, 0.0)
+        self._report_error: dict[str, Any] | None = None
 
     # -- what every worker does ---------------------------------------------
 
@@ -171,8 +172,18 @@ class ModelManager:
             return
         report = {"pid": os.getpid(), "run_id": run_id, "seen_at": time.time(),
                   "loaded_at": served.loaded_at if served else None}
-        self.store.write_worker(report)
+        # A failed report (a full or read-only state folder) is tried again next
+        # period, not next tick, and its error is cleared once a report is written.
         self._reported = (run_id, report["seen_at"])
+        try:
+            self.store.write_worker(report)
+        except OSError as exc:
+            self._record_error(f"cannot report what this worker serves: {exc}")
+            self._report_error = self.last_error
+            return
+        if self._report_error is not None and self.last_error is self._report_error:
+            self.last_error = None
+        self._report_error = None
 
     def poll(self, *, force: bool = False) -> dict[str, Any] | None:
         """Select if no worker did within the poll interval; never wait for the lock."""
