@@ -6,7 +6,7 @@ import hmac
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from service.api import manager
+from service.api import bounded_int, manager
 from service.decisions import SelectionBusy
 from service.history import run_history
 from service.errors import ApiError
@@ -43,6 +43,8 @@ def _steer(action, *args, **kwargs) -> Response:
         raise ApiError(409, "selection_busy", str(exc)) from exc
     except SelectionError as exc:
         raise ApiError(502, "selection_failed", str(exc)) from exc
+    except StoreUnavailable as exc:  # a pin reads its run before any selection starts
+        raise ApiError(502, "datastore_unavailable", str(exc)) from exc
 
 
 @bp.post("/reload")
@@ -61,13 +63,15 @@ def status() -> Response:
 def pin() -> Response:
     """Serve exactly one run (after its checks, unless forced) until unpinned."""
     body = request.get_json(silent=True)
-    if not isinstance(body, dict) or not isinstance(body.get("run_id"), str | int):
+    run_id = body.get("run_id") if isinstance(body, dict) else None
+    # bool is an int in Python, but true is no run id.
+    if isinstance(run_id, bool) or not isinstance(run_id, str | int) or not str(run_id).strip():
         raise ApiError(400, "invalid_body", 'expected a JSON body like {"run_id": "123"}')
     force = body.get("force", False)
     if not isinstance(force, bool):
         raise ApiError(400, "invalid_body", "force must be true or false")
     try:
-        return _steer(manager().pin, str(body["run_id"]), force=force)
+        return _steer(manager().pin, str(run_id).strip(), force=force)
     except PinRefused as exc:
         raise ApiError(exc.status, "pin_refused", str(exc)) from exc
 
@@ -81,12 +85,17 @@ def unpin() -> Response:
 @bp.get("/runs")
 def runs() -> Response:
     """List recent runs of the training flow with metrics, fingerprint and verdict."""
+    unknown = sorted(set(request.args) - {"limit"})
+    if unknown:  # as /recommendations does: a mistyped ?limt= must not pass silently
+        raise ApiError(400, "unknown_parameter",
+                       f"unknown parameter {unknown[0]!r}; allowed: limit")
     raw = request.args.get("limit", "20")
-    if not raw.isdigit() or not 1 <= int(raw) <= 200:
-        raise ApiError(400, "invalid_parameter", f"limit must be 1 to 200, got {raw!r}")
+    limit = bounded_int(raw, 1, 200)
+    if limit is None:
+        raise ApiError(400, "invalid_parameter", f"limit must be 1 to 200, got {raw[:20]!r}")
     current = manager()
     try:
-        history = run_history(current.source, current.store, limit=int(raw))
+        history = run_history(current.source, current.store, limit=limit)
     except StoreUnavailable as exc:
         raise ApiError(502, "datastore_unavailable", str(exc)) from exc
     return jsonify(runs=history)

@@ -251,7 +251,7 @@ def _schemas() -> dict[str, Any]:
                 "run_id": {
                     "description": "A run id, or the run's pathspec `Flow/id`.",
                     "oneOf": [{"type": "string", "pattern": r"\S"},
-                              {"type": "integer", "minimum": 0}],
+                              {"type": "integer"}],
                 },
                 "force": {"type": "boolean", "default": False,
                           "description": "Skip the run's checks."},
