@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 
 import pytest
 import schemathesis
@@ -14,13 +13,6 @@ from schemathesis.checks import not_a_server_error
 from service import config, create_app
 from service.openapi import ERROR_RESPONSES, document
 from tests.conftest import ADMIN_TOKEN
-
-with warnings.catch_warnings():
-    # PyYAML, which schemathesis and openapi-spec-validator need, ships a `_yaml` shim
-    # that warns when metaflow's vendored yaml imports it: import metaflow's plugins
-    # once here, quietly, rather than as the first test that touches a run.
-    warnings.filterwarnings("ignore", "The _yaml extension module", DeprecationWarning)
-    import metaflow.plugins  # noqa: F401
 
 DOCUMENT = document()
 SCHEMA = schemathesis.openapi.from_dict(DOCUMENT)
