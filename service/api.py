@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import threading
 import time
+from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
@@ -17,6 +20,13 @@ bp = Blueprint("api", __name__)
 PARAMETERS = ("user_id", "n", "taste")
 MAX_ID_LENGTH = 256
 
+#: Each served catalogue's items, JSON-encoded once up to their score; keyed by
+#: id(catalogue), holding the catalogue itself so that the id stays valid.
+_fragments: dict[int, tuple[tuple[dict[str, Any], ...], list[str | None]]] = {}
+_fragments_lock = threading.Lock()
+_FRAGMENT_CATALOGUES = 3  # the serving model, the one swapped out, one spare
+_strategy_counters: dict[str, Any] = {}
+
 
 def manager() -> ModelManager:
     """Return the app's model manager."""
@@ -28,16 +38,6 @@ def _model_unavailable() -> ApiError:
     return ApiError(503, "model_unavailable",
                     "no model has passed its sanity checks yet; try again later",
                     {"Retry-After": str(retry)})
-
-
-def bounded_int(raw: str, low: int, high: int) -> int | None:
-    """Return ``raw`` as an integer from ``low`` to ``high``, or None if it is not one."""
-    # Only ASCII digits: str.isdigit() also takes "²", which int() refuses, and
-    # int() refuses more than 4300 digits; both used to answer 500.
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 20:
-        return None
-    value = int(raw)
-    return value if low <= value <= high else None
 
 
 def _parameters() -> tuple[str, int, str | None]:
@@ -56,12 +56,36 @@ def _parameters() -> tuple[str, int, str | None]:
         raise ApiError(400, "invalid_parameter",
                        f"user_id is longer than {MAX_ID_LENGTH} characters")
     raw_n = args.get("n", "").strip() or str(current_app.config["DEFAULT_N"])
-    n = bounded_int(raw_n, 1, MAX_RECOMMENDATIONS)
-    if n is None:
+    if not raw_n.isdigit() or not 1 <= int(raw_n) <= MAX_RECOMMENDATIONS:
         raise ApiError(400, "invalid_parameter",
-                       f"n must be an integer from 1 to {MAX_RECOMMENDATIONS}, got {raw_n[:20]!r}")
+                       f"n must be an integer from 1 to {MAX_RECOMMENDATIONS}, got {raw_n!r}")
     taste = args.get("taste", "").strip() or None
-    return user_id, n, taste
+    return user_id, int(raw_n), taste
+
+
+def _dumps(value: Any) -> str:
+    """Encode as the app's compact JSON (jsonify's bytes, without its Response)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=current_app.json.ensure_ascii)
+
+
+def _item_fragments(catalogue: tuple[dict[str, Any], ...]) -> list[str | None]:
+    """Return this catalogue's per-item JSON prefixes, filled in as items are first served."""
+    entry = _fragments.get(id(catalogue))
+    if entry is not None and entry[0] is catalogue:
+        return entry[1]
+    with _fragments_lock:
+        entry = _fragments.get(id(catalogue))
+        if entry is None or entry[0] is not catalogue:
+            while len(_fragments) >= _FRAGMENT_CATALOGUES:
+                del _fragments[next(iter(_fragments))]  # the oldest catalogue
+            entry = _fragments[id(catalogue)] = (catalogue, [None] * len(catalogue))
+    return entry[1]
+
+
+def _score(value: float) -> str:
+    """Encode a score as jsonify does: rounded to 6 places, in Python's float repr."""
+    value = round(value, 6)
+    return repr(value) if value - value == 0 else json.dumps(value)  # nan, inf: as json does
 
 
 @bp.get("/recommendations")
@@ -72,12 +96,23 @@ def recommendations() -> Response:
     if served is None:
         raise _model_unavailable()
     chosen = served.model.recommend(user_id, n, as_of=time.time(), taste=taste)
-    RECOMMENDATIONS.labels(chosen.strategy).inc()
+    counter = _strategy_counters.get(chosen.strategy)
+    if counter is None:
+        counter = _strategy_counters[chosen.strategy] = RECOMMENDATIONS.labels(chosen.strategy)
+    counter.inc()
+    # jsonify's body byte for byte, but each item's fields are encoded once per
+    # catalogue; a request only formats the scores and joins strings.
     catalogue = served.catalogue
-    items = [{**catalogue[index], "score": round(float(score), 6)}
-             for index, score in zip(chosen.items.tolist(), chosen.scores.tolist(), strict=True)]
-    response = jsonify(user_id=user_id, strategy=chosen.strategy, run_id=served.run_id,
-                       items=items)
+    fragments = _item_fragments(catalogue)
+    items = []
+    for index, score in zip(chosen.items.tolist(), chosen.scores.tolist(), strict=True):
+        prefix = fragments[index]
+        if prefix is None:
+            prefix = fragments[index] = _dumps(catalogue[index])[:-1] + ',"score":'
+        items.append(prefix + _score(score) + "}")
+    body = (f'{{"user_id":{_dumps(user_id)},"strategy":{_dumps(chosen.strategy)},'
+            f'"run_id":{_dumps(served.run_id)},"items":[{",".join(items)}]}}\n')
+    response = current_app.response_class(body, mimetype=current_app.json.mimetype)
     response.headers["X-Model-Run"] = served.run_id
     return response
 

@@ -9,6 +9,7 @@ gunicorn (tests, the CLI) the process's own registry is served.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from flask import Flask, Response, g, request
 from prometheus_client import (
@@ -59,13 +60,21 @@ def init_app(app: Flask) -> None:
     def start_timer() -> None:
         g.lineup_started = time.perf_counter()
 
+    # Labelled children, looked up once per (endpoint, method, status), not per request.
+    children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
     @app.after_request
     def count(response: Response) -> Response:
-        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
-        REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
+        rule = request.url_rule
+        key = (rule.rule if rule else "unmatched", request.method, response.status_code)
+        child = children.get(key)
+        if child is None:
+            child = children[key] = (REQUESTS.labels(key[0], key[1], str(key[2])),
+                                     LATENCY.labels(key[0]))
+        child[0].inc()
         started = g.get("lineup_started")
         if started is not None:
-            LATENCY.labels(endpoint).observe(time.perf_counter() - started)
+            child[1].observe(time.perf_counter() - started)
         return response
 
     @app.get("/metrics")
