@@ -40,6 +40,16 @@ def _model_unavailable() -> ApiError:
                     {"Retry-After": str(retry)})
 
 
+def bounded_int(raw: str, low: int, high: int) -> int | None:
+    """Return ``raw`` as an integer from ``low`` to ``high``, or None if it is not one."""
+    # Only ASCII digits: str.isdigit() also takes "²", which int() refuses, and
+    # int() refuses more than 4300 digits; both used to answer 500.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 20:
+        return None
+    value = int(raw)
+    return value if low <= value <= high else None
+
+
 def _parameters() -> tuple[str, int, str | None]:
     args = request.args
     unknown = sorted(set(args) - set(PARAMETERS))
@@ -56,11 +66,12 @@ def _parameters() -> tuple[str, int, str | None]:
         raise ApiError(400, "invalid_parameter",
                        f"user_id is longer than {MAX_ID_LENGTH} characters")
     raw_n = args.get("n", "").strip() or str(current_app.config["DEFAULT_N"])
-    if not raw_n.isdigit() or not 1 <= int(raw_n) <= MAX_RECOMMENDATIONS:
+    n = bounded_int(raw_n, 1, MAX_RECOMMENDATIONS)
+    if n is None:
         raise ApiError(400, "invalid_parameter",
-                       f"n must be an integer from 1 to {MAX_RECOMMENDATIONS}, got {raw_n!r}")
+                       f"n must be an integer from 1 to {MAX_RECOMMENDATIONS}, got {raw_n[:20]!r}")
     taste = args.get("taste", "").strip() or None
-    return user_id, int(raw_n), taste
+    return user_id, n, taste
 
 
 def _dumps(value: Any) -> str:
