@@ -6,8 +6,9 @@ module trains two good runs once; each case starts its own gunicorn (two
 workers, a state folder of its own) and always stops it. Traffic goes only to
 127.0.0.1, and every loop is bounded in count and in time.
 
-``LINEUP_SOAK_SECONDS`` sets the soak test's length (default 600); it runs
-only with ``pytest -m slow``.
+``LINEUP_SOAK_SECONDS`` sets the soak test's length (default 600) and
+``LINEUP_SOAK_RELOAD_EVERY`` its reload period (default 30 s); it runs only
+with ``pytest -m slow``.
 """
 
 from __future__ import annotations
@@ -534,6 +535,8 @@ def rss_kb(pid: int) -> int:
 @pytest.mark.slow
 def test_soak_reloads_under_load_keep_memory_flat(store, serve):
     seconds = float(os.environ.get("LINEUP_SOAK_SECONDS", "600"))
+    every = float(os.environ.get("LINEUP_SOAK_RELOAD_EVERY", "30"))
+    # Warm: a minute has passed (a quarter of a short smoke) and both runs were loaded.
     warm_up = min(60.0, seconds / 4)
     server = serve()
     settle(server)
@@ -542,9 +545,9 @@ def test_soak_reloads_under_load_keep_memory_flat(store, serve):
     reloads = 0
     with Load(server.url, threads=3, seconds=seconds + 60) as load:
         started = time.monotonic()
-        next_reload = started + 30
+        next_reload = started + every
         while time.monotonic() - started < seconds:
-            if not baseline and time.monotonic() - started >= warm_up:
+            if not baseline and reloads >= 2 and time.monotonic() - started >= warm_up:
                 baseline = {pid: rss_kb(pid) for pid in pids}
             if time.monotonic() >= next_reload:
                 target = store.good[reloads % 2]
@@ -552,12 +555,13 @@ def test_soak_reloads_under_load_keep_memory_flat(store, serve):
                 assert response.status_code == 200 and response.json()["after"] == target
                 server.wait_for(lambda: server.all_workers_serve(target), SETTLE, target)
                 reloads += 1
-                next_reload += 30
+                next_reload += every
             time.sleep(0.5)
         assert server.worker_pids() == pids, "a worker was replaced during the soak"
         final = {pid: rss_kb(pid) for pid in pids}
     assert load.failures == []
-    assert reloads >= max(1, int(seconds // 30) - 1)
+    assert baseline, "the soak ended before it was warm"
+    assert reloads >= int(seconds // every) - 1
     assert len(load.answers) > seconds * 10
     for pid in pids:
         assert final[pid] <= baseline[pid] * 1.05, (pid, baseline[pid], final[pid])
