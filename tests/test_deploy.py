@@ -17,7 +17,6 @@ import os
 import subprocess
 import sys
 import tarfile
-import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -39,11 +38,7 @@ REGION = "us-east-1"
 
 def _first_token() -> str:
     """Return the production token Metaflow gives the flow's first deployment."""
-    with warnings.catch_warnings():
-        # PyYAML (from moto and schemathesis) ships a `_yaml` shim that warns when
-        # metaflow's vendored yaml imports it on metaflow's first import.
-        warnings.filterwarnings("ignore", "The _yaml extension module", DeprecationWarning)
-        from metaflow.plugins.aws.step_functions.production_token import new_token
+    from metaflow.plugins.aws.step_functions.production_token import new_token
 
     return new_token("lineuptrainflow")
 
@@ -231,3 +226,34 @@ def test_step_functions_deploys_a_daily_state_machine(
     command = " ".join(start["ContainerOverrides"]["Command"])
     assert "--metadata=service" in command and f"s3://{bucket}/metaflow" in command
     _code_package(aws, bucket)
+
+
+def test_the_flow_reads_its_data_from_s3(aws, bucket, tmp_path, monkeypatch):
+    from service import config
+    from service.training.runner import TrainingFailed, train
+    from tests import flows
+
+    s3 = _client(aws, "s3")
+    data = flows.sample(tmp_path / "data")
+    for path in data:
+        s3.upload_file(str(path), bucket, f"daily/{path.name}")
+    for key, value in {"METAFLOW_S3_ENDPOINT_URL": aws.url, "AWS_ACCESS_KEY_ID": "testing",
+                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION,
+                       "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
+                       "HTTP_PROXY": DEAD_END, "HTTPS_PROXY": DEAD_END,
+                       "NO_PROXY": "127.0.0.1,localhost"}.items():
+        monkeypatch.setenv(key, value)
+    settings = config.load({"LINEUP_HOME": str(tmp_path / "home"),
+                            "METAFLOW_USER": "lineup-test"})
+
+    pathspec = train(settings, interactions=f"s3://{bucket}/daily/interactions.csv",
+                     items=f"s3://{bucket}/daily/items.csv")
+    config.apply_metaflow(settings)
+    from metaflow import Run
+
+    fingerprint = Run(pathspec).data.data_fingerprint
+    assert fingerprint["source"].startswith(f"s3://{bucket}/daily/interactions.csv")
+    assert fingerprint["interactions"] == len(data[0].read_text().splitlines()) - 1
+
+    with pytest.raises(TrainingFailed, match=f"s3://{bucket}/daily/missing.csv: file not found"):
+        train(settings, interactions=f"s3://{bucket}/daily/missing.csv")

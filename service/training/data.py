@@ -14,8 +14,12 @@ wrong, for example::
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
+import shutil
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -147,6 +151,32 @@ def _timestamps(values: list[str], rows: list[int] | None, name: str,
             cache[text] = value
         out[i] = value
     return out
+
+
+@contextlib.contextmanager
+def local_copies(*paths: str) -> Iterator[list[str]]:
+    """Yield the paths as local files, fetching ``s3://`` ones with Metaflow's S3 client.
+
+    A fetched file keeps its base name, so validation errors still name the
+    file the operator gave. Empty paths stay empty.
+    """
+    remote = [path for path in paths if path.startswith("s3://")]
+    if not remote:
+        yield list(paths)
+        return
+    from metaflow import S3
+
+    with tempfile.TemporaryDirectory(prefix="lineup-data-") as folder, S3() as s3:
+        local = {}
+        for index, url in enumerate(remote):
+            obj = s3.get(url, return_missing=True)
+            if not obj.exists:
+                raise DataError(f"{url}: file not found")
+            target = Path(folder, str(index), url.rsplit("/", 1)[-1])
+            target.parent.mkdir()
+            shutil.copyfile(obj.path, target)
+            local[url] = str(target)
+        yield [local.get(path, path) for path in paths]
 
 
 def _read(path: str | Path, required: tuple[str, ...]):

@@ -28,12 +28,12 @@ class LineupTrainFlow(FlowSpec):
 
     interactions = Parameter(
         "interactions", default="",
-        help="Interactions CSV (user_id,item_id,timestamp[,weight]); empty generates the "
-             "sample world")
+        help="Interactions CSV (user_id,item_id,timestamp[,weight]), a local path or an "
+             "s3:// URL; empty generates the sample world")
     items = Parameter(
         "items", default="",
-        help="Optional items CSV (item_id,title,category,starts_at); empty means every "
-             "item is always available")
+        help="Optional items CSV (item_id,title,category,starts_at), a local path or an "
+             "s3:// URL; empty means every item is always available")
     # The artifact ``as_of`` is the float epoch of the data's "now" (the gate's
     # contract), so the date parameter lives under another attribute name.
     world_date = Parameter(
@@ -65,13 +65,14 @@ class LineupTrainFlow(FlowSpec):
         from service.training import data, sample_data
 
         if self.interactions:
-            self.log = data.load_interactions(self.interactions)
-            self.catalogue = data.load_items(self.items) if self.items else None
-            digest = hashlib.sha256()
-            for path in filter(None, (self.interactions, self.items)):
-                with open(path, "rb") as handle:
-                    for block in iter(lambda: handle.read(1 << 20), b""):
-                        digest.update(block)
+            with data.local_copies(self.interactions, self.items) as (interactions, items):
+                self.log = data.load_interactions(interactions)
+                self.catalogue = data.load_items(items) if items else None
+                digest = hashlib.sha256()
+                for path in filter(None, (interactions, items)):
+                    with open(path, "rb") as handle:
+                        for block in iter(lambda: handle.read(1 << 20), b""):
+                            digest.update(block)
             source = ",".join(filter(None, (self.interactions, self.items)))
             # "Now" is just after the last interaction of a real data set.
             self.as_of = float(self.log.timestamp.max()) + 1.0

@@ -34,6 +34,12 @@ def _sample_args(sample_size: Any) -> list[str]:
             for arg in (f"--sample_{name}", str(int(value)))]
 
 
+def _location(path: str | os.PathLike) -> str:
+    """Return an s3:// URL as it is, a local path made absolute for the flow's cwd."""
+    text = str(path)
+    return text if text.startswith("s3://") else str(Path(text).resolve())
+
+
 def command(settings: Mapping[str, Any], *, interactions: str | os.PathLike | None = None,
             items: str | os.PathLike | None = None, as_of: str | None = None,
             seed: int | None = None, sample_size: Any = None, extra_args: Sequence[str] = (),
@@ -41,9 +47,9 @@ def command(settings: Mapping[str, Any], *, interactions: str | os.PathLike | No
     """Return the argv of a flow run and the Metaflow variables to add to its environment."""
     args = [sys.executable, str(FLOW_FILE), "--no-pylint", "run"]
     if interactions:
-        args += ["--interactions", str(Path(interactions).resolve())]
+        args += ["--interactions", _location(interactions)]
     if items:
-        args += ["--items", str(Path(items).resolve())]
+        args += ["--items", _location(items)]
     if as_of:
         args += ["--as_of", str(as_of)]
     if seed is not None:
