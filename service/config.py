@@ -66,6 +66,11 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "STATE_DIR": str(_path(_str(env, "LINEUP_STATE_DIR", str(home / "state")))),
         "DATA_DIR": str(_path(_str(env, "LINEUP_DATA_DIR", str(home / "data")))),
         "FLOW_NAME": _str(env, "LINEUP_FLOW_NAME", FLOW_NAME),
+        # The training data the flow reads when no --interactions is given, a
+        # path or an s3:// URL; read when the flow is run or deployed, so a
+        # scheduled deployment trains on it. Empty: the bundled sample world.
+        "TRAINING_INTERACTIONS": env.get("LINEUP_TRAINING_INTERACTIONS", "").strip(),
+        "TRAINING_ITEMS": env.get("LINEUP_TRAINING_ITEMS", "").strip(),
         # "local": the datastore and metadata in DATASTORE_ROOT (the embedded
         # default). "service": Metaflow's own configuration (METAFLOW_SERVICE_URL,
         # METAFLOW_DATASTORE_SYSROOT_S3, a profile) says where runs live.

@@ -125,8 +125,9 @@ def _code_package(aws, bucket: str) -> tuple[str, list[str]]:
 def test_argo_workflow_template_is_daily_and_uploads_its_code(aws, bucket, deploy_env, tmp_path):
     # --generate-new-token makes --only-json use the token a first deployment
     # gets, instead of a placeholder (the real one is read from the cluster).
-    printed = _flow(deploy_env, tmp_path, "argo-workflows", "create", "--only-json",
-                    "--generate-new-token")
+    daily_data = f"s3://{bucket}/daily/interactions.csv"
+    printed = _flow(deploy_env | {"LINEUP_TRAINING_INTERACTIONS": daily_data}, tmp_path,
+                    "argo-workflows", "create", "--only-json", "--generate-new-token")
     template = json.loads(printed.stdout)
     assert template["kind"] == "WorkflowTemplate"
     assert template["metadata"]["name"] == "lineuptrainflow"
@@ -143,7 +144,7 @@ def test_argo_workflow_template_is_daily_and_uploads_its_code(aws, bucket, deplo
     assert {p["name"] for p in spec["arguments"]["parameters"]} == PARAMETERS
     defaults = {p["name"]: p["value"] for p in spec["arguments"]["parameters"]}
     assert json.loads(defaults["grid"]) == "16,32,64"
-    assert json.loads(defaults["interactions"]) == ""  # the sample world
+    assert json.loads(defaults["interactions"]) == daily_data  # what the schedule trains on
 
     templates = {t["name"]: t for t in spec["templates"]}
     dag = {task["name"]: task for task in templates[spec["entrypoint"]]["dag"]["tasks"]}

@@ -7,6 +7,11 @@ docs/training.md.
 
 from metaflow import FlowSpec, Parameter, schedule, step
 
+from service.config import load as load_settings
+
+#: Read when the flow is run or deployed: a scheduled deployment bakes these in.
+SETTINGS = load_settings()
+
 
 @schedule(daily=True)
 class LineupTrainFlow(FlowSpec):
@@ -27,11 +32,11 @@ class LineupTrainFlow(FlowSpec):
     """
 
     interactions = Parameter(
-        "interactions", default="",
+        "interactions", default=SETTINGS["TRAINING_INTERACTIONS"],
         help="Interactions CSV (user_id,item_id,timestamp[,weight]), a local path or an "
-             "s3:// URL; empty generates the sample world")
+             "s3:// URL (default: LINEUP_TRAINING_INTERACTIONS); empty generates the sample world")
     items = Parameter(
-        "items", default="",
+        "items", default=SETTINGS["TRAINING_ITEMS"],
         help="Optional items CSV (item_id,title,category,starts_at), a local path or an "
              "s3:// URL; empty means every item is always available")
     # The artifact ``as_of`` is the float epoch of the data's "now" (the gate's
