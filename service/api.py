@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from typing import Any
 
@@ -19,13 +18,6 @@ bp = Blueprint("api", __name__)
 
 PARAMETERS = ("user_id", "n", "taste")
 MAX_ID_LENGTH = 256
-
-#: Each served catalogue's items, JSON-encoded once up to their score; keyed by
-#: id(catalogue), holding the catalogue itself so that the id stays valid.
-_fragments: dict[int, tuple[tuple[dict[str, Any], ...], list[str | None]]] = {}
-_fragments_lock = threading.Lock()
-_FRAGMENT_CATALOGUES = 3  # the serving model, the one swapped out, one spare
-_strategy_counters: dict[str, Any] = {}
 
 
 def manager() -> ModelManager:
@@ -75,28 +67,8 @@ def _parameters() -> tuple[str, int, str | None]:
 
 
 def _dumps(value: Any) -> str:
-    """Encode as the app's compact JSON (jsonify's bytes, without its Response)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=current_app.json.ensure_ascii)
-
-
-def _item_fragments(catalogue: tuple[dict[str, Any], ...]) -> list[str | None]:
-    """Return this catalogue's per-item JSON prefixes, filled in as items are first served."""
-    entry = _fragments.get(id(catalogue))
-    if entry is not None and entry[0] is catalogue:
-        return entry[1]
-    with _fragments_lock:
-        entry = _fragments.get(id(catalogue))
-        if entry is None or entry[0] is not catalogue:
-            while len(_fragments) >= _FRAGMENT_CATALOGUES:
-                del _fragments[next(iter(_fragments))]  # the oldest catalogue
-            entry = _fragments[id(catalogue)] = (catalogue, [None] * len(catalogue))
-    return entry[1]
-
-
-def _score(value: float) -> str:
-    """Encode a score as jsonify does: rounded to 6 places, in Python's float repr."""
-    value = round(value, 6)
-    return repr(value) if value - value == 0 else json.dumps(value)  # nan, inf: as json does
+    """Encode as compact JSON, as the app's jsonify would."""
+    return json.dumps(value, separators=(",", ":"))
 
 
 @bp.get("/recommendations")
@@ -107,22 +79,15 @@ def recommendations() -> Response:
     if served is None:
         raise _model_unavailable()
     chosen = served.model.recommend(user_id, n, as_of=time.time(), taste=taste)
-    counter = _strategy_counters.get(chosen.strategy)
-    if counter is None:
-        counter = _strategy_counters[chosen.strategy] = RECOMMENDATIONS.labels(chosen.strategy)
-    counter.inc()
-    # jsonify's body byte for byte, but each item's fields are encoded once per
-    # catalogue; a request only formats the scores and joins strings.
-    catalogue = served.catalogue
-    fragments = _item_fragments(catalogue)
-    items = []
-    for index, score in zip(chosen.items.tolist(), chosen.scores.tolist(), strict=True):
-        prefix = fragments[index]
-        if prefix is None:
-            prefix = fragments[index] = _dumps(catalogue[index])[:-1] + ',"score":'
-        items.append(prefix + _score(score) + "}")
+    RECOMMENDATIONS.labels(chosen.strategy).inc()
+    # Each item's fields were encoded once, when the model was loaded; a
+    # request only adds the scores.
+    item_json = served.item_json
+    items = ",".join(f"{item_json[index]}{_dumps(round(score, 6))}}}"
+                     for index, score in zip(chosen.items.tolist(), chosen.scores.tolist(),
+                                             strict=True))
     body = (f'{{"user_id":{_dumps(user_id)},"strategy":{_dumps(chosen.strategy)},'
-            f'"run_id":{_dumps(served.run_id)},"items":[{",".join(items)}]}}\n')
+            f'"run_id":{_dumps(served.run_id)},"items":[{items}]}}\n')
     response = current_app.response_class(body, mimetype=current_app.json.mimetype)
     response.headers["X-Model-Run"] = served.run_id
     return response

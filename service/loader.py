@@ -9,6 +9,7 @@ workers share one copy of the arrays in the page cache.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
@@ -76,11 +77,12 @@ def _iso(epoch: float) -> str | None:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def item_catalogue(model: Any) -> tuple[dict[str, Any], ...]:
-    """Build each item's JSON fields once, so requests only add scores."""
+def item_json(model: Any) -> tuple[str, ...]:
+    """Encode each item's fields once, up to its score, so requests only add scores."""
     return tuple(
-        {"item_id": str(item_id), "title": str(title) or None,
-         "category": str(category) or None, "starts_at": _iso(float(starts_at))}
+        json.dumps({"item_id": str(item_id), "title": str(title) or None,
+                    "category": str(category) or None, "starts_at": _iso(float(starts_at))},
+                   separators=(",", ":"))[:-1] + ',"score":'
         for item_id, title, category, starts_at in zip(
             model.item_ids_, model.item_titles_, model.item_categories_,
             model.item_starts_at_, strict=True)
@@ -98,5 +100,5 @@ def serve(model: Any, record: RunRecord, holdout_metrics: dict[str, float] | Non
         finished_at=record.finished_at,
         holdout_metrics=dict(holdout_metrics or {}),
         forced=forced,
-        catalogue=item_catalogue(model),
+        item_json=item_json(model),
     )

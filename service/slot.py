@@ -26,9 +26,9 @@ class ServedModel:
     finished_at: float | None
     holdout_metrics: dict[str, float] = field(default_factory=dict)
     forced: bool = False
-    #: Per-item JSON fields (item_id, title, category, starts_at), built once
-    #: at load so a request only adds the score.
-    catalogue: tuple[dict[str, Any], ...] = ()
+    #: Each item's JSON object up to its score ('{"item_id":...,"score":'),
+    #: encoded once at load so that a request only adds the score.
+    item_json: tuple[str, ...] = ()
 
 
 class ModelSlot:

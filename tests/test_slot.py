@@ -11,7 +11,7 @@ from service.slot import ModelSlot, ServedModel
 
 def served(run_id: str) -> ServedModel:
     return ServedModel(model=object(), run_id=run_id, pathspec=f"F/{run_id}", loaded_at=0.0,
-                       finished_at=None, catalogue=({"item_id": run_id},))
+                       finished_at=None, item_json=(run_id,))
 
 
 def test_swap_returns_the_old_model_and_refuses_none():
@@ -33,7 +33,7 @@ def test_readers_always_see_a_consistent_value_during_swaps():
     def read():
         while not stop.is_set():
             value = slot.get()
-            if value is None or value.catalogue[0]["item_id"] != value.run_id:
+            if value is None or value.item_json[0] != value.run_id:
                 torn.append(value)
 
     readers = [threading.Thread(target=read) for _ in range(4)]
