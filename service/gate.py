@@ -33,6 +33,12 @@ from service.slot import ServedModel
 logger = logging.getLogger(__name__)
 
 
+#: Failures that say more about the moment than about the run (a busy machine,
+#: a store that blinked, a bug in a check): such a verdict is judged again at
+#: the next selection instead of rejecting the run for good.
+TRANSIENT_CHECKS = frozenset({"time_limit", "evaluation", "read_run"})
+
+
 @dataclass(frozen=True)
 class Verdict:
     """The gate's judgement of one run, as remembered on disk."""
@@ -45,6 +51,11 @@ class Verdict:
     seconds: float
     fingerprint: str
     checks: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def transient(self) -> bool:
+        """True when the run failed only for a reason that may pass by itself."""
+        return not self.passed and bool(TRANSIENT_CHECKS.intersection(self.failed_checks))
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON form."""

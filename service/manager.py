@@ -59,6 +59,10 @@ def _candidate_entry(record: RunRecord, verdict: Verdict | None, *, remembered: 
     return entry
 
 
+def _failed(before: str | None, error: str) -> str:
+    return f"selection failed, still serving run {before}: {error}"
+
+
 class ModelManager:
     """Select, remember and serve models for one worker process."""
 
@@ -171,7 +175,8 @@ class ModelManager:
         if run_id == last_run and time.time() - last_at < WORKER_REPORT_EVERY:
             return
         report = {"pid": os.getpid(), "run_id": run_id, "seen_at": time.time(),
-                  "loaded_at": served.loaded_at if served else None}
+                  "loaded_at": served.loaded_at if served else None,
+                  "last_error": self.last_error}
         # A failed report (a full or read-only state folder) is tried again next
         # period, not next tick, and its error is cleared once a report is written.
         self._reported = (run_id, report["seen_at"])
@@ -212,6 +217,8 @@ class ModelManager:
             last = decision.last_selection
             if reason != "poll" and last and last["started_at"] >= requested_at:
                 self.sync()
+                if last["error"]:
+                    raise SelectionError(_failed(last["before"], last["error"]))
                 return {**last, "joined": True}
             result = self._select(decision, reason)
         self.sync()
@@ -232,7 +239,9 @@ class ModelManager:
         """Return the run's verdict, remembered or fresh (and recorded)."""
         remembered = decision.verdicts.get(record.run_id)
         if remembered and remembered.get("fingerprint") == fingerprint:
-            return Verdict.from_dict(remembered), None
+            verdict = Verdict.from_dict(remembered)
+            if not verdict.transient:
+                return verdict, None
         evaluation = evaluate_within(self.source, record, self.settings, self.slot.get())
         verdict = evaluation.verdict
         decision.verdicts[record.run_id] = verdict.to_dict()
@@ -316,8 +325,8 @@ class ModelManager:
             self._record_error(f"{exc}; still serving run {before}")
             raise SelectionError(str(exc)) from exc
         if error:
-            self._record_error(f"selection failed, still serving run {before}: {error}")
-            raise SelectionError(f"selection failed, still serving run {before}: {error}")
+            self._record_error(_failed(before, error))
+            raise SelectionError(_failed(before, error))
         self.last_error = None
         logger.info("selection %d (%s): run %s -> run %s after %d candidate(s) in %.2f s",
                     decision.generation, reason, before, decision.serving_run_id, len(looked),

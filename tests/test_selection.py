@@ -117,6 +117,31 @@ def test_a_hanging_candidate_is_rejected_at_the_time_limit(history_settings, his
     assert result["candidates"][0]["failed_checks"] == ["time_limit"]
     assert result["after"] == history.good[1]
 
+    # A time limit says more about that moment than about the run: judge it again.
+    monkeypatch.setattr(gate, "evaluate", real)
+    again = manager_of(app).reload()
+    assert again["candidates"][0]["remembered"] is False
+    assert again["candidates"][0]["failed_checks"] == ["load_model"]
+
+
+def test_a_reload_that_waited_for_a_failed_selection_fails_too(history_settings, history):
+    import threading
+    import time
+
+    from service.decisions import Decision
+
+    manager = manager_of(create_app(history_settings))
+    outcome = {}
+    with manager.store.selection_lock(timeout=None):
+        waiter = threading.Thread(target=lambda: outcome.update(
+            error=pytest.raises(SelectionError, manager.reload).value))
+        waiter.start()
+        time.sleep(0.3)
+        manager.store.write(Decision(generation=1, last_selection={
+            "started_at": time.time(), "before": None, "error": "StoreUnavailable: gone"}))
+    waiter.join(10)
+    assert "still serving run None: StoreUnavailable: gone" in str(outcome["error"])
+
 
 def test_a_store_that_goes_away_keeps_the_model_serving(history_settings, history, tmp_path,
                                                         admin_headers):
