@@ -25,6 +25,10 @@ timeout = 60
 graceful_timeout = 30
 keepalive = 5
 
+# gunicorn 27's control socket defaults to one path per user, which two
+# services on one host would share; Lineup is steered through /admin instead.
+control_socket_disable = True
+
 # -- logging: one line per event, on stdout ----------------------------------
 accesslog = "-"
 errorlog = "-"
