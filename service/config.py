@@ -64,7 +64,6 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         # must see the store at the same path.
         "DATASTORE_ROOT": str(_path(_str(env, "LINEUP_DATASTORE_ROOT", str(home / "metaflow")))),
         "STATE_DIR": str(_path(_str(env, "LINEUP_STATE_DIR", str(home / "state")))),
-        "DATA_DIR": str(_path(_str(env, "LINEUP_DATA_DIR", str(home / "data")))),
         "FLOW_NAME": _str(env, "LINEUP_FLOW_NAME", FLOW_NAME),
         # The training data the flow reads when no --interactions is given, a
         # path or an s3:// URL; read when the flow is run or deployed, so a

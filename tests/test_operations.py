@@ -100,11 +100,19 @@ def test_status_runs_and_check_for_people_and_scripts(ops):
     assert "checks passed" in module.stdout and "FAIL" not in module.stdout
 
 
-def test_pin_and_unpin_from_the_command_line(ops):
+def test_pin_and_unpin_from_the_command_line_and_across_a_restart(ops):
     server, _, _, first = ops
     newest = serving(server)
     assert lineup(server, "pin", first).returncode == 0
     assert serving(server) == first
+    assert lineup(server, "reload").returncode == 0
+    assert serving(server) == first, "a reload moved off the pin"
+
+    server.stop()
+    server.start()
+    server.wait_for(lambda: server.all_workers_serve(first), 30, f"serving pinned {first}")
+    assert server.admin("GET", "/admin/status").json()["pin"]["run_id"] == first
+
     assert lineup(server, "unpin").returncode == 0
     assert serving(server) == newest
     missing = lineup(server, "pin", "42")

@@ -218,3 +218,17 @@ def test_run_history_shows_every_state_and_verdict(history_app, history, admin_h
     good = next(r for r in runs if r["run_id"] == history.good[1])
     assert good["holdout_metrics"]["ndcg@10"] > good["baseline_metrics"]["ndcg@10"]
     assert good["data_fingerprint"]["interactions"] > 0
+
+
+def test_an_old_model_is_stale_but_still_ready(history_settings, history, admin_headers):
+    app = create_app({**history_settings, "STALE_AFTER_HOURS": 1 / 3600})
+    client = app.test_client()
+    client.post("/admin/reload", headers=admin_headers)
+    serving = client.get("/admin/status", headers=admin_headers).get_json()["serving"]
+    assert serving["stale"] is True and serving["age_seconds"] > 1
+    assert client.get("/readyz").status_code == 200
+
+    fresh = create_app(history_settings).test_client()
+    fresh.post("/admin/reload", headers=admin_headers)
+    assert fresh.get("/admin/status", headers=admin_headers).get_json()["serving"]["stale"] \
+        is False
