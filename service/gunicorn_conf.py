@@ -69,7 +69,15 @@ def child_exit(server, worker):
 
 
 def post_worker_init(worker):
-    """Start the worker's model watcher: threads do not survive a fork."""
+    """Use one BLAS thread, then start the worker's model watcher (threads do not survive a fork).
+
+    Requests already run in parallel across workers and threads; a
+    multithreaded BLAS under each of them made 4 concurrent 64-factor
+    ``recommend`` calls take 2.2 ms each instead of 0.1 ms.
+    """
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)
     worker.wsgi.extensions["lineup"].start()
     worker.log.info("worker %s watching for models", worker.pid)
 
