@@ -100,25 +100,6 @@ def test_status_runs_and_check_for_people_and_scripts(ops):
     assert "checks passed" in module.stdout and "FAIL" not in module.stdout
 
 
-def test_pin_and_unpin_from_the_command_line_and_across_a_restart(ops):
-    server, _, _, first = ops
-    newest = serving(server)
-    assert lineup(server, "pin", first).returncode == 0
-    assert serving(server) == first
-    assert lineup(server, "reload").returncode == 0
-    assert serving(server) == first, "a reload moved off the pin"
-
-    server.stop()
-    server.start()
-    server.wait_for(lambda: server.all_workers_serve(first), 30, f"serving pinned {first}")
-    assert server.admin("GET", "/admin/status").json()["pin"]["run_id"] == first
-
-    assert lineup(server, "unpin").returncode == 0
-    assert serving(server) == newest
-    missing = lineup(server, "pin", "42")
-    assert missing.returncode == 1 and "does not exist" in missing.stderr
-
-
 def _samples(text: str, name: str, **labels: str) -> float:
     total = 0.0
     for line in text.splitlines():
@@ -145,8 +126,29 @@ def test_metrics_count_requests_across_both_workers(ops):
     assert (_samples(after, "lineup_recommendations_total")
             - _samples(before, "lineup_recommendations_total")) == 60
     assert f'lineup_serving_run_info{{run_id="{serving(server)}"}} 1.0' in after
+    # The damaged retrain above was rejected.
     assert _samples(after, "lineup_candidate_rejections_total",
                     check="check_beats_baseline") >= 1
     assert "lineup_model_age_seconds" in after
     assert "lineup_selection_duration_seconds_count" in after
     assert Path(server.env["LINEUP_HOME"], "metrics").is_dir()
+
+
+def test_pin_and_unpin_from_the_command_line_and_across_a_restart(ops):
+    # Last in the module: the restart starts /metrics afresh.
+    server, _, _, first = ops
+    newest = serving(server)
+    assert lineup(server, "pin", first).returncode == 0
+    assert serving(server) == first
+    assert lineup(server, "reload").returncode == 0
+    assert serving(server) == first, "a reload moved off the pin"
+
+    server.stop()
+    server.start()
+    server.wait_for(lambda: server.all_workers_serve(first), 30, f"serving pinned {first}")
+    assert server.admin("GET", "/admin/status").json()["pin"]["run_id"] == first
+
+    assert lineup(server, "unpin").returncode == 0
+    assert serving(server) == newest
+    missing = lineup(server, "pin", "42")
+    assert missing.returncode == 1 and "does not exist" in missing.stderr
