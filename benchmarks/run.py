@@ -363,7 +363,7 @@ def phase_throughput(args, settings, runs, workdir) -> dict[str, Any]:
         out["cold_start_no_decision_s"] = lineup.wait_until(lambda: ready(lineup.url), 300,
                                                             "ready")
         status = admin(lineup.url, "GET", "/admin/status").json()
-        out["serving_run"] = status["serving"]["run_id"]
+        out["serving_run"] = status["decided_run_id"]  # the worker asked may not have swapped yet
         out["first_selection_s"] = status["last_selection"]["seconds"]
         floor.start()
         floor.wait_until(lambda: requests.get(floor.url + "/recommendations").ok, 60, "up")

@@ -83,7 +83,8 @@ def recommendations() -> Response:
     # Each item's fields were encoded once, when the model was loaded; a
     # request only adds the scores.
     item_json = served.item_json
-    items = ",".join(f"{item_json[index]}{_dumps(round(score, 6))}}}"
+    # Scores are finite (the sanity gate checks it), so float repr is their JSON.
+    items = ",".join(f"{item_json[index]}{round(score, 6)!r}}}"
                      for index, score in zip(chosen.items.tolist(), chosen.scores.tolist(),
                                              strict=True))
     body = (f'{{"user_id":{_dumps(user_id)},"strategy":{_dumps(chosen.strategy)},'
