@@ -166,6 +166,10 @@ def check_array_shapes(model: Any, context: RunContext) -> None:
         _expect(p, name, _array(model, name, p), (n_items,))
     if getattr(model, "item_bias_", None) is not None:  # optional: the popularity prior
         _expect(p, "item_bias_", np.asarray(model.item_bias_), (n_items,))
+    starts = getattr(model, "item_starts_at_", None)
+    if isinstance(starts, np.ndarray) and starts.shape == (n_items,) and \
+            np.any(np.diff(starts) < 0):
+        p.append("item_starts_at_ is not ascending; recommend relies on items in start order")
 
     indptr = _array(model, "seen_indptr_", p)
     indices = _array(model, "seen_indices_", p)

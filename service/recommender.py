@@ -81,6 +81,14 @@ class _Catalogued:
                 np.result_type(self.item_categories_, np.asarray(items.category).astype(str)))
             self.item_categories_[at] = np.asarray(items.category).astype(str)
             self.item_starts_at_[at] = np.asarray(items.starts_at, dtype=np.float64)
+        # Order the catalogue by start time (then id): the items still upcoming at
+        # any instant are then a suffix, and a request scores only that suffix.
+        by_start = np.lexsort((self.item_ids_, self.item_starts_at_))
+        position = np.empty_like(by_start)
+        position[by_start] = np.arange(n_items)
+        item_col[used_items] = position[item_col[used_items]]
+        for name in ("item_ids_", "item_titles_", "item_categories_", "item_starts_at_"):
+            setattr(self, name, getattr(self, name)[by_start])
 
         self.fitted_as_of_ = float(np.max(X.timestamp))
         rows = user_row[X.user_codes]
@@ -112,14 +120,21 @@ class _Catalogued:
             return row
         return -1
 
-    def _finish(self, scores: np.ndarray, row: int, n: int, as_of: float | None,
+    def _first_upcoming(self, as_of: float | None) -> int:
+        """Return the index of the first item that starts after ``as_of`` (items are by start)."""
+        now = time.time() if as_of is None else as_of
+        return int(np.searchsorted(self.item_starts_at_, now, side="right"))
+
+    def _finish(self, scores: np.ndarray, first: int, row: int, n: int,
                 strategy: str) -> Recommendation:
-        """Mask past and bought items in ``scores`` (a fresh array) and take the top n."""
-        scores[self.item_starts_at_ <= (time.time() if as_of is None else as_of)] = -np.inf
+        """Take the top n of ``scores`` (a fresh array for items ``first:``), minus bought items."""
         if row >= 0:
-            scores[self.seen_indices_[self.seen_indptr_[row]:self.seen_indptr_[row + 1]]] = -np.inf
+            seen = self.seen_indices_[self.seen_indptr_[row]:self.seen_indptr_[row + 1]]
+            scores[seen[seen >= first] - first] = -np.inf
         top = _top(scores, n)
-        return Recommendation(top, self.item_ids_[top], scores[top].astype(np.float64), strategy)
+        items = top + first
+        return Recommendation(items, self.item_ids_[items], scores[top].astype(np.float64),
+                              strategy)
 
     def recommend_batch(self, user_ids: Sequence[str], n: int = 10,
                         as_of: float | None = None) -> list[Recommendation]:
@@ -155,7 +170,8 @@ class EventRecommender(_Catalogued, BaseEstimator):
     recency-weighted interactions; unknown users may name one as ``taste``.
     """
 
-    SCHEMA_VERSION = 1
+    #: 2: the catalogue is ordered by start time (1 was by item id).
+    SCHEMA_VERSION = 2
 
     def __init__(self, *, n_components: int = 64, n_clusters: int = 8,
                  popularity_weight: float = 0.1, purchase_weight: float = 5.0,
@@ -226,16 +242,17 @@ class EventRecommender(_Catalogued, BaseEstimator):
         """Return up to n unique upcoming items the user has not bought, best first."""
         check_is_fitted(self)
         row = self._user_row(user_id)
+        first = self._first_upcoming(as_of)
         if row >= 0:
-            scores = self.item_factors_ @ self.user_factors_[row]
-            scores += self.item_bias_
-            return self._finish(scores, row, n, as_of, "personalised")
+            scores = self.item_factors_[first:] @ self.user_factors_[row]
+            scores += self.item_bias_[first:]
+            return self._finish(scores, first, row, n, "personalised")
         if taste is not None:
             match = np.flatnonzero(np.char.lower(self.cluster_labels_) == taste.strip().lower())
             if match.size:
-                return self._finish(np.array(self.cluster_item_scores_[match[0]]), -1, n, as_of,
-                                    "cold_start_taste")
-        return self._finish(np.array(self.item_popularity_), -1, n, as_of, "cold_start")
+                return self._finish(np.array(self.cluster_item_scores_[match[0], first:]), first,
+                                    -1, n, "cold_start_taste")
+        return self._finish(np.array(self.item_popularity_[first:]), first, -1, n, "cold_start")
 
 
 class PopularityRecommender(_Catalogued, BaseEstimator):
@@ -258,5 +275,6 @@ class PopularityRecommender(_Catalogued, BaseEstimator):
                   taste: str | None = None) -> Recommendation:
         """Return the n most popular upcoming items the user has not bought."""
         check_is_fitted(self)
-        return self._finish(np.array(self.item_popularity_), self._user_row(user_id), n, as_of,
-                            "popular")
+        first = self._first_upcoming(as_of)
+        return self._finish(np.array(self.item_popularity_[first:]), first,
+                            self._user_row(user_id), n, "popular")

@@ -39,7 +39,7 @@ def make_context(**changes) -> RunContext:
     """Build a healthy run context (no golden users), with ``changes`` applied."""
     context = RunContext(run_id="42", pathspec="LineupTrainFlow/42", holdout_metrics=HOLDOUT,
                          baseline_metrics=BASELINE, library_versions=VERSIONS, golden_users=(),
-                         schema_version=1, as_of=0.0)
+                         schema_version=EventRecommender.SCHEMA_VERSION, as_of=0.0)
     return replace(context, **changes)
 
 
@@ -232,7 +232,8 @@ def fitted():
 def golden_context(fitted):
     """A healthy run context with 20 golden users, as of AS_OF, 100 latency calls."""
     golden = [{"user_id": str(u), "holdout_items": []} for u in fitted.user_ids_[::18][:20]]
-    return make_context(golden_users=golden, as_of=AS_OF, schema_version=1,
+    return make_context(golden_users=golden, as_of=AS_OF,
+                        schema_version=EventRecommender.SCHEMA_VERSION,
                         thresholds=Thresholds(latency_calls=100))
 
 
@@ -339,6 +340,12 @@ def with_everything_in_the_past(model):
     return model
 
 
+def with_items_out_of_start_order(model):
+    upcoming = np.flatnonzero(model.item_starts_at_ > AS_OF)
+    model.item_starts_at_[[0, upcoming[-1]]] = model.item_starts_at_[[upcoming[-1], 0]]
+    return model
+
+
 def with_schema_version(model):
     model.schema_version_ = 0
     return model
@@ -359,7 +366,7 @@ def as_impostor(model):
 @pytest.mark.parametrize("breaker, failing, words", [
     (as_impostor, {"check_fitted_estimator"},
      "test_sanity_checks.Impostor, not a service.recommender.EventRecommender"),
-    (with_schema_version, {"check_schema_version"}, "model.schema_version_ is 0, expected 1"),
+    (with_schema_version, {"check_schema_version"}, "model.schema_version_ is 0, expected 2"),
     (with_nan_in_past_item_factors, {"check_finite_arrays"},
      "item_factors_ has 3 non-finite value(s) at"),
     (with_inf_cluster_scores, {"check_finite_arrays"},
@@ -377,6 +384,8 @@ def as_impostor(model):
      "user_clusters_ spans [0, 3], outside [0, 3)"),
     (with_seen_out_of_range, {"check_array_shapes"}, "seen_indices_ spans"),
     (with_bad_user_cluster, {"check_array_shapes"}, "user_clusters_ spans [0, 4], outside [0, 4)"),
+    (with_items_out_of_start_order, {"check_array_shapes", "check_golden_users_lists"},
+     "item_starts_at_ is not ascending"),
     (with_first_repeated, {"check_golden_users_lists"},
      "20 of 20 golden users got duplicate items"),
     (with_short_lists, {"check_golden_users_lists"},
@@ -446,9 +455,9 @@ def test_unfitted_and_wrong_models_fail_the_estimator_check(fitted, golden_conte
 
 
 def test_run_schema_version_mismatch_fails_schema_check(model, golden_context):
-    report = run_checks(MODEL_CHECKS, model, replace(golden_context, schema_version=2))
+    report = run_checks(MODEL_CHECKS, model, replace(golden_context, schema_version=1))
     assert report.failed_names == ["check_schema_version"]
-    assert "run artifact schema_version is 2" in report.failed[0].message
+    assert "run artifact schema_version is 1" in report.failed[0].message
 
 
 @pytest.mark.parametrize("warnings, words", [
