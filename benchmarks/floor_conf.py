@@ -1,8 +1,9 @@
 """gunicorn settings for the floor app: Lineup's own, minus Lineup's hooks.
 
-Every server setting (worker class, threads, workers, timeouts, keep-alive,
-access log) is imported from ``service.gunicorn_conf``, so a change there
-moves the floor too. The hooks are left out: they start Lineup's watcher.
+Every server setting (worker class, threads, workers, timeouts, keep-alive
+and its reconnect policy, access log) is imported from
+``service.gunicorn_conf``, so a change there moves the floor too. The other
+hooks are left out: they start Lineup's watcher.
 """
 
 from service.gunicorn_conf import (  # noqa: F401
@@ -14,6 +15,7 @@ from service.gunicorn_conf import (  # noqa: F401
     keepalive,
     logconfig_dict,
     loglevel,
+    pre_request,
     threads,
     timeout,
     worker_class,

@@ -7,12 +7,13 @@ import os
 import time
 from typing import Any
 
+import numpy as np
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from service.config import MAX_RECOMMENDATIONS
 from service.errors import ApiError
 from service.manager import ModelManager
-from service.metrics import RECOMMENDATIONS
+from service.metrics import recommendations_counted
 
 bp = Blueprint("api", __name__)
 
@@ -43,14 +44,15 @@ def bounded_int(raw: str, low: int, high: int) -> int | None:
 
 
 def _parameters() -> tuple[str, int, str | None]:
-    args = request.args
-    unknown = sorted(set(args) - set(PARAMETERS))
+    args = dict(request.args.lists())
+    unknown = sorted(args.keys() - set(PARAMETERS))
     if unknown:
         raise ApiError(400, "unknown_parameter",
                        f"unknown parameter {unknown[0]!r}; allowed: {', '.join(PARAMETERS)}")
-    repeated = [name for name in PARAMETERS if len(args.getlist(name)) > 1]
+    repeated = [name for name in PARAMETERS if len(args.get(name, ())) > 1]
     if repeated:
         raise ApiError(400, "ambiguous_parameter", f"parameter {repeated[0]!r} given twice")
+    args = {name: values[0] for name, values in args.items()}
     user_id = args.get("user_id", "").strip()
     if not user_id:
         raise ApiError(400, "missing_parameter", "user_id is required")
@@ -79,14 +81,14 @@ def recommendations() -> Response:
     if served is None:
         raise _model_unavailable()
     chosen = served.model.recommend(user_id, n, as_of=time.time(), taste=taste)
-    RECOMMENDATIONS.labels(chosen.strategy).inc()
+    recommendations_counted(chosen.strategy).inc()
     # Each item's fields were encoded once, when the model was loaded; a
-    # request only adds the scores.
+    # request only adds the scores. They are finite (the sanity gate checks
+    # it), so a float's repr is its JSON.
     item_json = served.item_json
-    # Scores are finite (the sanity gate checks it), so float repr is their JSON.
-    items = ",".join(f"{item_json[index]}{round(score, 6)!r}}}"
-                     for index, score in zip(chosen.items.tolist(), chosen.scores.tolist(),
-                                             strict=True))
+    items = ",".join(f"{item_json[index]}{score!r}}}"
+                     for index, score in zip(chosen.items.tolist(),
+                                             np.round(chosen.scores, 6).tolist(), strict=True))
     body = (f'{{"user_id":{_dumps(user_id)},"strategy":{_dumps(chosen.strategy)},'
             f'"run_id":{_dumps(served.run_id)},"items":[{items}]}}\n')
     response = current_app.response_class(body, mimetype=current_app.json.mimetype)

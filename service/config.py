@@ -16,6 +16,10 @@ from typing import Any
 #: Largest ``n`` a caller may ask for; part of the API contract, not tunable.
 MAX_RECOMMENDATIONS = 100
 
+#: Requests a client may send on one keep-alive connection before gunicorn
+#: closes it (see gunicorn_conf.pre_request).
+KEEPALIVE_REQUESTS = 100
+
 FLOW_NAME = "LineupTrainFlow"
 
 
@@ -92,6 +96,7 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "SERVICE_URL": _str(env, "LINEUP_SERVICE_URL", "http://127.0.0.1:8000"),
         "BIND": _str(env, "LINEUP_BIND", "127.0.0.1:8000"),
         "WORKERS": _int(env, "LINEUP_WORKERS", 2),
+        "THREADS": _int(env, "LINEUP_THREADS", 2),
         "LOG_LEVEL": _str(env, "LINEUP_LOG_LEVEL", "info"),
         # prometheus_client's multiprocess files, one set per gunicorn worker.
         "METRICS_DIR": str(_path(_str(env, "LINEUP_METRICS_DIR", str(home / "metrics")))),

@@ -6,7 +6,7 @@ the top-level gunicorn.conf.py.
 
 import shutil
 
-from service.config import apply_multiprocess_metrics
+from service.config import KEEPALIVE_REQUESTS, apply_multiprocess_metrics
 from service.config import load as load_settings
 
 settings = load_settings()
@@ -18,9 +18,12 @@ bind = settings["BIND"]
 # -- workers ------------------------------------------------------------------
 # gthread: the main thread keeps the heartbeat while a request thread runs a
 # long selection, so gunicorn never kills a worker for judging a candidate.
+# Two threads (LINEUP_THREADS): one still serves while the other runs a
+# reload; more threads only queue behind the GIL (4 threads: p99 16 ms at 16
+# connections, 2 threads: 11 ms, same throughput; docs/benchmarks.md).
 workers = settings["WORKERS"]
 worker_class = "gthread"
-threads = 4
+threads = settings["THREADS"]
 timeout = 60
 graceful_timeout = 30
 keepalive = 5
@@ -66,6 +69,20 @@ def child_exit(server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def pre_request(worker, req):
+    """Close a keep-alive connection after KEEPALIVE_REQUESTS requests, as nginx does.
+
+    Workers share one listening socket and whichever wakes first accepts, so
+    a client that opens all its connections at once can land them all on one
+    worker and leave the other idle (half the throughput, seen here with
+    wrk). A reconnecting client is accepted by a worker with time to spare,
+    which evens the load out; the price is one local TCP handshake per 100
+    requests.
+    """
+    if req.req_number % KEEPALIVE_REQUESTS == 0:
+        req.must_close = True
 
 
 def post_worker_init(worker):

@@ -8,6 +8,7 @@ gunicorn (tests, the CLI) the process's own registry is served.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -42,6 +43,12 @@ SELECTION_SECONDS = Histogram("lineup_selection_duration_seconds", "Time one sel
                               buckets=(0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300))
 CHECK_SECONDS = Histogram("lineup_check_duration_seconds", "Time one sanity check took",
                           ["check"], buckets=(0.001, 0.01, 0.1, 0.5, 1, 5, 30, 120))
+
+
+@functools.cache
+def recommendations_counted(strategy: str) -> Any:
+    """Return the RECOMMENDATIONS counter of one strategy, looked up once, not per request."""
+    return RECOMMENDATIONS.labels(strategy)
 
 
 def _registry() -> CollectorRegistry:

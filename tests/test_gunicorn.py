@@ -6,6 +6,7 @@ a cold start, the first good run, a damaged run, a swap under load, restarts.
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import threading
@@ -16,6 +17,7 @@ import pytest
 import requests
 
 from service import config
+from service.config import KEEPALIVE_REQUESTS
 from tests import flows
 from tests.server import Server
 
@@ -48,6 +50,23 @@ def test_cold_start_answers_503_then_picks_up_the_first_good_run(live):
     response = server.get("/recommendations", params={"user_id": "u-000001", "n": 3})
     assert response.status_code == 200
     assert response.headers["X-Model-Run"] == run_id and len(response.json()["items"]) == 3
+
+
+def test_a_keep_alive_connection_is_closed_after_its_quota_of_requests(live):
+    # So that a client's connections cannot all stay on one worker (gunicorn_conf.pre_request).
+    server, _, _ = live
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        closing = []
+        for _ in range(KEEPALIVE_REQUESTS):
+            connection.request("GET", "/healthz")
+            response = connection.getresponse()
+            assert response.status == 200
+            response.read()
+            closing.append(response.getheader("Connection", "").lower() == "close")
+    finally:
+        connection.close()
+    assert closing == [False] * (KEEPALIVE_REQUESTS - 1) + [True]
 
 
 def test_a_damaged_run_is_rejected_and_the_good_one_keeps_serving(live):
