@@ -4,13 +4,23 @@ Used as `gunicorn -c python:service.gunicorn_conf` (by `lineup serve`) or via
 the top-level gunicorn.conf.py.
 """
 
+import os
 import shutil
 
-from service.config import KEEPALIVE_REQUESTS, apply_multiprocess_metrics
+from service.config import KEEPALIVE_REQUESTS, apply_multiprocess_metrics, metaflow_environment
 from service.config import load as load_settings
 
 settings = load_settings()
 apply_multiprocess_metrics(settings)  # before any worker imports prometheus_client
+
+# Load the app, the estimator's numpy, SciPy and scikit-learn, and the
+# Metaflow client in the master: forked workers share those pages instead of
+# importing each their own copy (docs/benchmarks.md). The watcher thread and
+# the model itself start in each worker (post_worker_init).
+preload_app = True
+os.environ.update(metaflow_environment(settings))  # Metaflow reads it on import
+import metaflow  # noqa: E402, F401
+import service.recommender  # noqa: E402, F401
 
 # -- server socket ------------------------------------------------------------
 bind = settings["BIND"]
