@@ -321,6 +321,21 @@ def pss_bytes(pid: int) -> int:
     raise RuntimeError(f"no Pss line for pid {pid}")
 
 
+def mapping_bytes(pid: int, path: Path) -> dict[str, int]:
+    """Return the resident and private bytes of one file's mappings in a process."""
+    totals = {"rss": 0, "private": 0}
+    inside = False
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        fields = line.split()
+        if fields and "-" in fields[0] and not fields[0].endswith(":"):  # a mapping's header
+            inside = len(fields) >= 6 and fields[5] == str(path)
+        elif inside and fields[0] == "Rss:":
+            totals["rss"] += int(fields[1]) * 1024
+        elif inside and fields[0] in ("Private_Clean:", "Private_Dirty:"):
+            totals["private"] += int(fields[1]) * 1024
+    return totals
+
+
 def model_array_bytes(path: Path) -> int:
     """Sum the nbytes of the numpy arrays among a model's attributes."""
     import joblib
@@ -499,9 +514,12 @@ def phase_memory(args, settings, workdir) -> dict[str, Any]:
             out["workers"][workers] = {"pss_bytes": total, "processes": len(pids)}
             log(f"memory: {workers} worker(s): {len(pids)} processes, PSS {total / 2**20:.1f} MiB")
             run_id = requests.get(server.url + "/readyz", timeout=5).json()["run_id"]
+            copy = Path(settings["STATE_DIR"]) / "models" / f"{run_id}.joblib"
+            # The arrays are shared when each worker maps the file but owns none of its pages.
+            out["workers"][workers]["model_mapping"] = [
+                mapping_bytes(pid, copy) for pid in pids if pid != server.process.pid]
         finally:
             server.stop()
-    copy = Path(settings["STATE_DIR"]) / "models" / f"{run_id}.joblib"
     out["model_array_bytes"] = model_array_bytes(copy)
     out["model_file_bytes"] = copy.stat().st_size
     pss = {w: v["pss_bytes"] for w, v in out["workers"].items()}
@@ -630,6 +648,12 @@ def summarise(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                          f"{v['pss_bytes'] / 2**20:.1f} MiB", ""))
         arrays = m["model_array_bytes"]
         rows.append(("memory: model arrays (sum of nbytes)", f"{arrays / 2**20:.1f} MiB", ""))
+        mapped = m["workers"][max(m["workers"])].get("model_mapping", [])
+        if mapped:
+            rows.append((f"memory: the model file in each of {len(mapped)} workers, "
+                         "resident / private",
+                         ", ".join(f"{v['rss'] / 2**20:.1f} / {v['private'] / 2**20:.1f} MiB"
+                                   for v in mapped), ""))
         rows.append(("memory: each added worker (1 -> 4, per worker)",
                      f"{m['per_added_worker_bytes'] / 2**20:.1f} MiB = "
                      f"{m['per_added_worker_bytes'] / arrays:.0%} of the arrays",
