@@ -209,7 +209,8 @@ def wrk(url: str, script: str, seconds: float, args: argparse.Namespace,
         workdir: Path) -> dict[str, Any]:
     """Run wrk for ``seconds`` against ``url`` and return its summary."""
     combined = workdir / f"wrk-{script}"
-    combined.write_text((HERE / script).read_text() + WRK_DONE)
+    combined.write_text((HERE / "users.lua").read_text() + (HERE / script).read_text()
+                        + WRK_DONE)
     argv = ["wrk", f"-t{args.wrk_threads}", f"-c{args.connections}", f"-d{int(seconds)}s",
             "--timeout", "5s", "-s", str(combined), url]
     if args.pin_wrk is not None:
