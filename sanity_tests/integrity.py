@@ -63,13 +63,14 @@ def check_library_versions(model: Any, context: RunContext) -> None:
             f"service's environment or deploy the service with the trainer's")
 
 
-def _schema_version() -> int:
+def expected_schema_version() -> int:
+    """Return the model schema this code serves."""
     return _estimator_class().SCHEMA_VERSION
 
 
 def check_run_schema_version(model: Any, context: RunContext) -> None:
     """Reject a run whose stored schema_version differs from this code's, before loading."""
-    expected = _schema_version()
+    expected = expected_schema_version()
     if context.schema_version is not None and context.schema_version != expected:
         raise CheckFailure(
             f"run stored schema_version {context.schema_version}, this service reads "
@@ -94,7 +95,7 @@ def check_fitted_estimator(model: Any, context: RunContext) -> None:
 
 def check_schema_version(model: Any, context: RunContext) -> None:
     """Require model.schema_version_ and the run's schema_version to equal SCHEMA_VERSION."""
-    expected = _schema_version()
+    expected = expected_schema_version()
     problems = []
     found = getattr(model, "schema_version_", None)
     if found != expected:

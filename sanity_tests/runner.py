@@ -128,15 +128,17 @@ _FINGERPRINTED = ("__init__", "context", "runner", "integrity", "behaviour", "qu
 
 
 def checks_fingerprint(thresholds: Thresholds) -> str:
-    """Return a sha256 over the check modules' source and the thresholds.
+    """Return a sha256 over the check modules' source, the model schema and the thresholds.
 
-    A verdict remembered under another fingerprint was reached by other checks
-    or other thresholds, so the caller re-evaluates it.
+    A verdict remembered under another fingerprint was reached by other checks,
+    for another model schema or with other thresholds, so the caller
+    re-evaluates it.
     """
     digest = hashlib.sha256()
     package = Path(__file__).resolve().parent
     for module in _FINGERPRINTED:
         digest.update(module.encode() + b"\0")
         digest.update((package / f"{module}.py").read_bytes() + b"\0")
+    digest.update(f"schema {integrity.expected_schema_version()}\0".encode())
     digest.update(json.dumps(asdict(thresholds), sort_keys=True).encode())
     return digest.hexdigest()

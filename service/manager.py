@@ -287,9 +287,12 @@ class ModelManager:
             else:
                 candidates = self.source.candidates(limit=int(self.settings["MAX_WALKBACK"]))
             for record in candidates:
-                if record.run_id == before and not decision.pin:
+                # Nothing newer passed: the serving run stays, unless it was never
+                # judged by these checks (an upgrade, new thresholds, a forced pin).
+                judged = decision.verdicts.get(record.run_id, {}).get("fingerprint")
+                if record.run_id == before and not decision.pin and judged == fingerprint:
                     looked.append(_candidate_entry(record, None, remembered=True))
-                    break  # nothing newer passed: the serving run stays
+                    break
                 if decision.pin and decision.pin.get("force"):
                     looked.append(_candidate_entry(record, None, remembered=False, note="forced"))
                     chosen = (record, None)

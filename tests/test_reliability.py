@@ -533,9 +533,13 @@ def rss_kb(pid: int) -> int:
     raise AssertionError(f"no VmRSS for {pid}")
 
 
+SOAK_SECONDS = float(os.environ.get("LINEUP_SOAK_SECONDS", "600"))
+
+
 @pytest.mark.slow
+@pytest.mark.timeout(SOAK_SECONDS + 300)  # the soak's own length, over the suite's limit
 def test_soak_reloads_under_load_keep_memory_flat(store, serve):
-    seconds = float(os.environ.get("LINEUP_SOAK_SECONDS", "600"))
+    seconds = SOAK_SECONDS
     every = float(os.environ.get("LINEUP_SOAK_RELOAD_EVERY", "30"))
     # Warm: a minute has passed (a quarter of a short smoke) and both runs were loaded.
     warm_up = min(60.0, seconds / 4)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from service import create_app, gate, manager as manager_module
+from service import create_app, gate, loader, manager as manager_module
 from service.manager import SelectionError
 
 
@@ -232,3 +234,27 @@ def test_an_old_model_is_stale_but_still_ready(history_settings, history, admin_
     fresh.post("/admin/reload", headers=admin_headers)
     assert fresh.get("/admin/status", headers=admin_headers).get_json()["serving"]["stale"] \
         is False
+
+
+def test_the_serving_run_is_judged_again_when_the_checks_change(history_settings, history):
+    manager_of(create_app(history_settings)).reload()
+    stricter = manager_of(create_app({**history_settings, "NDCG_FLOOR": 0.9}))
+    assert stricter.sync()
+    result = stricter.reload()
+    judged = {c["run_id"]: c for c in result["candidates"]}
+    assert judged[history.good[1]]["remembered"] is False
+    assert judged[history.good[1]]["verdict"] == "rejected"
+    # Nothing passes the stricter checks: the serving model is kept, never dropped.
+    assert result["after"] == history.good[1] and stricter.slot.get().run_id == history.good[1]
+
+
+def test_a_decided_run_of_another_model_schema_is_not_served(history_settings, history):
+    manager_of(create_app(history_settings)).reload()
+    for copy in (Path(history_settings["STATE_DIR"]) / "models").glob("*.joblib"):
+        model = loader.open_shared_copy(copy)
+        model.schema_version_ = 1  # as trained before the catalogue was put in start order
+        copy.unlink()
+        loader.write_shared_copy(model, copy)
+    restarted = manager_of(create_app(history_settings))
+    assert not restarted.sync() and restarted.slot.get() is None
+    assert "schema 1, and this Lineup serves schema 2" in restarted.last_error["message"]
