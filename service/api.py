@@ -44,15 +44,15 @@ def bounded_int(raw: str, low: int, high: int) -> int | None:
 
 
 def _parameters() -> tuple[str, int, str | None]:
-    args = dict(request.args.lists())
-    unknown = sorted(args.keys() - set(PARAMETERS))
+    given = dict(request.args.lists())
+    unknown = sorted(given.keys() - set(PARAMETERS))
     if unknown:
         raise ApiError(400, "unknown_parameter",
                        f"unknown parameter {unknown[0]!r}; allowed: {', '.join(PARAMETERS)}")
-    repeated = [name for name in PARAMETERS if len(args.get(name, ())) > 1]
+    repeated = [name for name in PARAMETERS if len(given.get(name, ())) > 1]
     if repeated:
         raise ApiError(400, "ambiguous_parameter", f"parameter {repeated[0]!r} given twice")
-    args = {name: values[0] for name, values in args.items()}
+    args = {name: values[0] for name, values in given.items()}
     user_id = args.get("user_id", "").strip()
     if not user_id:
         raise ApiError(400, "missing_parameter", "user_id is required")
