@@ -45,7 +45,7 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # `python benchmarks/run.py` from anywhere
 
-from service import config  # noqa: E402
+from service import config, loader  # noqa: E402
 from service.training import runner  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -390,7 +390,7 @@ def phase_throughput(args, settings, runs, workdir) -> dict[str, Any]:
             out["mlflow_version"] = subprocess.run(
                 [str(bin_dir / "python"), "-c", "import mlflow; print(mlflow.__version__)"],
                 capture_output=True, text=True, check=True).stdout.strip()
-            copy = Path(settings["STATE_DIR"]) / "models" / f"{out['serving_run']}.joblib"
+            copy = loader.shared_copy_path(settings["STATE_DIR"], out["serving_run"])
             mlflow = mlflow_server(bin_dir, copy, workdir, workers)
             log(f"starting mlflow models serve ({workers} workers)")
             mlflow.start()
@@ -515,7 +515,7 @@ def phase_memory(args, settings, workdir) -> dict[str, Any]:
             out["workers"][workers] = {"pss_bytes": total, "processes": len(pids)}
             log(f"memory: {workers} worker(s): {len(pids)} processes, PSS {total / 2**20:.1f} MiB")
             run_id = requests.get(server.url + "/readyz", timeout=5).json()["run_id"]
-            copy = Path(settings["STATE_DIR"]) / "models" / f"{run_id}.joblib"
+            copy = loader.shared_copy_path(settings["STATE_DIR"], run_id)
             # The arrays are shared when each worker maps the file but owns none of its pages.
             out["workers"][workers]["model_mapping"] = [
                 mapping_bytes(pid, copy) for pid in pids if pid != server.process.pid]

@@ -50,9 +50,9 @@ def load_from_run(source: RunSource, record: RunRecord) -> tuple[Any, list[str]]
     return model, [f"{w.category.__name__}: {w.message}" for w in caught]
 
 
-def shared_copy_path(state_dir: str | os.PathLike[str], record: RunRecord) -> Path:
+def shared_copy_path(state_dir: str | os.PathLike[str], run_id: str) -> Path:
     """Return where the memory-mappable copy of a run's model lives."""
-    return Path(state_dir) / "models" / f"{record.run_id}.joblib"
+    return Path(state_dir) / "models" / f"{run_id}.joblib"
 
 
 def write_shared_copy(model: Any, path: Path) -> None:

@@ -91,7 +91,7 @@ class ModelManager:
         record = RunRecord(run_id=serving["run_id"], pathspec=serving["pathspec"],
                            state="successful", created_at=None,
                            finished_at=serving.get("finished_at"))
-        path = loader.shared_copy_path(self.settings["STATE_DIR"], record)
+        path = loader.shared_copy_path(self.settings["STATE_DIR"], record.run_id)
         if not path.exists():
             model, _ = loader.load_from_run(self.source, record)
             loader.write_shared_copy(model, path)
@@ -260,7 +260,7 @@ class ModelManager:
 
     def _prepare(self, record: RunRecord, evaluation: Evaluation | None) -> None:
         """Make sure the shared copy of a passed run exists before it is decided."""
-        path = loader.shared_copy_path(self.settings["STATE_DIR"], record)
+        path = loader.shared_copy_path(self.settings["STATE_DIR"], record.run_id)
         if path.exists():
             return
         model = evaluation.model if evaluation is not None else None
