@@ -13,6 +13,7 @@ from sanity_tests.behaviour import (
     check_deterministic,
     check_golden_users_lists,
     check_lists_differ,
+    check_ranking_matches_scoring,
 )
 from sanity_tests.context import CheckFailure, RunContext, Thresholds
 from sanity_tests.integrity import (
@@ -65,6 +66,7 @@ __all__ = [
     "check_ndcg_floor",
     "check_no_load_warnings",
     "check_no_regression",
+    "check_ranking_matches_scoring",
     "check_run_schema_version",
     "check_schema_version",
     "checks_fingerprint",

@@ -16,6 +16,7 @@ from sanity_tests.context import CheckFailure, RunContext
 #: A user id no run can know; it must be served the cold-start list.
 COLD_PROBE = "__lineup_cold_probe__"
 _SHOWN = 5  # examples quoted per problem before "..."
+_SCORE_TOLERANCE = 1e-5  # float32 scores computed in a different order differ in the last bits
 
 
 def _iso(epoch: float) -> str:
@@ -123,6 +124,39 @@ def check_deterministic(model: Any, context: RunContext) -> None:
     if per_user:
         raise CheckFailure(_summarise(per_user, len(user_ids), "golden users")
                            + "; recommend() must be deterministic for a given model and as_of")
+
+
+def check_ranking_matches_scoring(model: Any, context: RunContext) -> None:
+    """Require each golden user's list read from the fit-time ranking to be the scored one.
+
+    Both lists are the user's top n, so their scores agree; items may differ
+    only where scores tie at the cut.
+    """
+    def judge(user_id: str) -> dict[str, str]:
+        ranked = _recommend(model, user_id, context)
+        scored = model.recommend(user_id, n=context.thresholds.n, as_of=context.as_of,
+                                 use_ranking=False)
+        ranked_scores = np.asarray(ranked.scores, dtype=float)
+        scored_scores = np.asarray(scored.scores, dtype=float)
+        if ranked_scores.shape != scored_scores.shape or not np.allclose(
+                ranked_scores, scored_scores, rtol=_SCORE_TOLERANCE, atol=_SCORE_TOLERANCE):
+            return {"ranked scores that scoring does not give":
+                    f"{np.round(ranked_scores[:3], 4).tolist()} vs "
+                    f"{np.round(scored_scores[:3], 4).tolist()}"}
+        cut = scored_scores[-1] if scored_scores.size else np.inf
+        clear = scored_scores > cut + _SCORE_TOLERANCE  # above any tie at the cut
+        ranked_ids = set(np.asarray(ranked.item_ids)[clear].tolist())
+        scored_ids = set(np.asarray(scored.item_ids)[clear].tolist())
+        if ranked_ids != scored_ids:
+            return {"ranked items that scoring does not give":
+                    ", ".join(sorted(ranked_ids - scored_ids)[:3])}
+        return {}
+
+    user_ids = golden_user_ids(context)
+    per_user = _each_user(model, context, user_ids, judge)
+    if per_user:
+        raise CheckFailure(_summarise(per_user, len(user_ids), "golden users")
+                           + "; the fit-time ranking disagrees with the model's factors")
 
 
 def check_cold_start(model: Any, context: RunContext) -> None:

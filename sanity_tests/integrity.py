@@ -194,12 +194,30 @@ def check_array_shapes(model: Any, context: RunContext) -> None:
             and (user_clusters.min() < 0 or user_clusters.max() >= n_clusters)):
         p.append(f"user_clusters_ spans [{user_clusters.min()}, {user_clusters.max()}], "
                  f"outside [0, {n_clusters})")
+    _check_ranking(model, n_users, n_items, p)
     if p:
         raise CheckFailure(f"{len(p)} inconsistent model array(s): {'; '.join(p)}")
 
 
+def _check_ranking(model: Any, n_users: int, n_items: int, p: list[str]) -> None:
+    """Record problems with the users' fit-time ranking (item indices, -1 for padding)."""
+    ranking = _array(model, "user_ranking_", p)
+    _expect(p, "user_ranking_", ranking, (n_users, None))
+    if ranking is None or ranking.ndim != 2:
+        return
+    _expect(p, "user_ranking_scores_", _array(model, "user_ranking_scores_", p), ranking.shape)
+    ranked_from = getattr(model, "ranked_from_", None)
+    if not isinstance(ranked_from, (int, np.integer)) or not 0 <= ranked_from <= n_items:
+        p.append(f"ranked_from_ is {ranked_from!r}, expected an item index in [0, {n_items}]")
+    elif ranking.size and (ranking.max() >= n_items
+                           or np.any((ranking < ranked_from) & (ranking != -1))):
+        p.append(f"user_ranking_ spans [{ranking.min()}, {ranking.max()}], outside "
+                 f"[{ranked_from}, {n_items}) and padding -1")
+
+
 #: Arrays whose every value must be finite (item_starts_at_ may be +inf, never NaN).
-FINITE_ARRAYS = ("user_factors_", "item_factors_", "item_popularity_", "cluster_item_scores_")
+FINITE_ARRAYS = ("user_factors_", "item_factors_", "item_popularity_", "cluster_item_scores_",
+                 "user_ranking_scores_")
 
 
 def check_finite_arrays(model: Any, context: RunContext) -> None:

@@ -119,6 +119,7 @@ MODEL_CHECKS: tuple[Check, ...] = (
     integrity.check_finite_arrays,
     behaviour.check_golden_users_lists,
     behaviour.check_deterministic,
+    behaviour.check_ranking_matches_scoring,
     behaviour.check_cold_start,
     behaviour.check_lists_differ,
     latency.check_latency,

@@ -168,19 +168,27 @@ class EventRecommender(_Catalogued, BaseEstimator):
     is labelled with the dominant category of its users' interactions ("rock",
     "rock-2" when two clusters share one) and scores items by its users'
     recency-weighted interactions; unknown users may name one as ``taste``.
+
+    Ranking: fitting also stores each user's ``n_ranked`` best unbought items
+    among those upcoming at fit time, best first, with their scores. A
+    request filters that row to what is still upcoming, which is the same
+    list scoring would give (about 4 times cheaper than scoring 5k items);
+    it scores the catalogue only when too few ranked items are left.
     """
 
-    #: 2: the catalogue is ordered by start time (1 was by item id).
-    SCHEMA_VERSION = 2
+    #: 3: each user's best items are ranked at fit time (2: the catalogue is in
+    #: start order; 1: by item id).
+    SCHEMA_VERSION = 3
 
     def __init__(self, *, n_components: int = 64, n_clusters: int = 8,
                  popularity_weight: float = 0.1, purchase_weight: float = 5.0,
-                 half_life_days: float = 14.0, random_state: int = 0):
+                 half_life_days: float = 14.0, n_ranked: int = 100, random_state: int = 0):
         self.n_components = n_components
         self.n_clusters = n_clusters
         self.popularity_weight = popularity_weight
         self.purchase_weight = purchase_weight
         self.half_life_days = half_life_days
+        self.n_ranked = n_ranked
         self.random_state = random_state
 
     def fit(self, X, y=None, *, items=None) -> "EventRecommender":
@@ -219,9 +227,53 @@ class EventRecommender(_Catalogued, BaseEstimator):
             per_cluster / np.maximum(per_cluster.max(axis=1, keepdims=True), 1e-12)
         ).astype(np.float32)
         self.cluster_labels_ = self._label_clusters(per_cluster)
+        self._rank_users()
         self.schema_version_ = self.SCHEMA_VERSION
         self.n_users_, self.n_items_ = n_users, n_items
         return self
+
+    def _rank_users(self) -> None:
+        """Rank each user's n_ranked best unbought items among those upcoming at fit time.
+
+        The same scoring a request falls back to, run once per user here (about
+        a second for the sample's 18k users), so a request reads a row instead
+        of scoring the catalogue. Rows are padded with item -1 and score 0 when
+        fewer items remain.
+        """
+        self.ranked_from_ = self._first_upcoming(self.fitted_as_of_)
+        width = int(max(1, self.n_ranked))
+        self.user_ranking_ = np.full((self.user_ids_.shape[0], width), -1, dtype=np.int32)
+        self.user_ranking_scores_ = np.zeros(self.user_ranking_.shape, dtype=np.float32)
+        for row in range(self.user_ids_.shape[0]):
+            best = self._finish(self._user_scores(row, self.ranked_from_), self.ranked_from_,
+                                row, width, "personalised")
+            self.user_ranking_[row, :best.items.size] = best.items
+            self.user_ranking_scores_[row, :best.items.size] = best.scores
+
+    def _user_scores(self, row: int, first: int) -> np.ndarray:
+        """Score items ``first:`` for the user in ``row`` (a fresh array)."""
+        scores = self.item_factors_[first:] @ self.user_factors_[row]
+        scores += self.item_bias_[first:]
+        return scores
+
+    def _from_ranking(self, row: int, first: int, n: int) -> Recommendation | None:
+        """Read the top n from the user's fit-time ranking, or None when it cannot answer exactly.
+
+        Exact because every upcoming item left out of the ranking scores below
+        every item in it; it cannot answer for an instant before the fit
+        (items it skipped as started are upcoming then), nor when fewer than n
+        of a full row are still upcoming.
+        """
+        if first < self.ranked_from_:
+            return None
+        ranking = self.user_ranking_[row]
+        kept = np.flatnonzero(ranking >= first)[:n]
+        if kept.size < n and ranking[-1] >= 0:
+            return None
+        items = ranking[kept].astype(np.intp)
+        return Recommendation(items, self.item_ids_[items],
+                              self.user_ranking_scores_[row, kept].astype(np.float64),
+                              "personalised")
 
     def _label_clusters(self, per_cluster: np.ndarray) -> np.ndarray:
         """Name each cluster after its dominant category, de-duplicated ("rock", "rock-2")."""
@@ -238,15 +290,21 @@ class EventRecommender(_Catalogued, BaseEstimator):
         return np.array(labels)
 
     def recommend(self, user_id: str, n: int = 10, as_of: float | None = None, *,
-                  taste: str | None = None) -> Recommendation:
-        """Return up to n unique upcoming items the user has not bought, best first."""
+                  taste: str | None = None, use_ranking: bool = True) -> Recommendation:
+        """Return up to n unique upcoming items the user has not bought, best first.
+
+        A known user's list is read from the ranking made at fit time when it
+        can answer exactly; ``use_ranking=False`` scores the whole upcoming
+        catalogue instead (the sanity gate compares the two).
+        """
         check_is_fitted(self)
         row = self._user_row(user_id)
         first = self._first_upcoming(as_of)
         if row >= 0:
-            scores = self.item_factors_[first:] @ self.user_factors_[row]
-            scores += self.item_bias_[first:]
-            return self._finish(scores, first, row, n, "personalised")
+            ranked = self._from_ranking(row, first, n) if use_ranking else None
+            if ranked is not None:
+                return ranked
+            return self._finish(self._user_scores(row, first), first, row, n, "personalised")
         if taste is not None:
             match = np.flatnonzero(np.char.lower(self.cluster_labels_) == taste.strip().lower())
             if match.size:

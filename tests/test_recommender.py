@@ -125,6 +125,44 @@ def test_batch_equals_single(fitted_model, now):
         assert rec.strategy == single.strategy
 
 
+@pytest.mark.parametrize("days_later, n", [(0, 1), (0, 10), (0, 100), (0, 150), (5, 10),
+                                           (5, 100), (-3, 10)])
+def test_ranked_lists_are_the_scored_lists(fitted_model, now, days_later, n):
+    """Reading the fit-time ranking answers exactly what scoring the catalogue would.
+
+    n above n_ranked, a much later instant (too few ranked items left) and an
+    instant before the fit (started items are upcoming again) are answered by
+    scoring, and agree all the same.
+    """
+    as_of = now + days_later * 86_400
+    for user in fitted_model.user_ids_[::7]:
+        ranked = fitted_model.recommend(str(user), n, as_of)
+        scored = fitted_model.recommend(str(user), n, as_of, use_ranking=False)
+        assert np.array_equal(ranked.items, scored.items), user
+        assert np.array_equal(ranked.scores, scored.scores), user
+        assert ranked.strategy == scored.strategy == "personalised"
+
+
+def test_short_rankings_fall_back_to_scoring(small_world, now):
+    log, catalogue = small_world
+    model = EventRecommender(n_components=16, n_clusters=4, n_ranked=3).fit(log, items=catalogue)
+    assert model.user_ranking_.shape == (len(model.user_ids_), 3)
+    for user in model.user_ids_[:50]:
+        ranked = model.recommend(str(user), 10, now)
+        assert len(ranked.items) == 10
+        assert np.array_equal(ranked.items, model.recommend(str(user), 10, now,
+                                                            use_ranking=False).items)
+
+
+def test_ranking_leaves_out_bought_and_started_items(fitted_model):
+    for row in range(0, len(fitted_model.user_ids_), 11):
+        ranking = fitted_model.user_ranking_[row]
+        ranked = ranking[ranking >= 0]
+        assert (ranked >= fitted_model.ranked_from_).all()
+        assert not np.isin(ranked, _bought(fitted_model, row)).any()
+        assert (np.diff(fitted_model.user_ranking_scores_[row, :ranked.size]) <= 0).all()
+
+
 def test_known_user(fitted_model):
     assert fitted_model.known_user(str(fitted_model.user_ids_[0]))
     assert not fitted_model.known_user("never-seen")
@@ -137,6 +175,7 @@ def test_learned_arrays_are_plain_numpy(fitted_model):
         "item_starts_at_": np.float64, "item_popularity_": np.float32,
         "seen_indptr_": np.int64, "seen_indices_": np.int32, "cluster_labels_": "U",
         "user_clusters_": np.int32, "cluster_item_scores_": np.float32,
+        "user_ranking_": np.int32, "user_ranking_scores_": np.float32,
     }
     for name, dtype in expected.items():
         value = getattr(fitted_model, name)

@@ -247,8 +247,8 @@ def patch_recommend(model, change, known_only=False):
     """Make ``model.recommend`` return ``change(rec, user_id)`` (for known users only)."""
     original = model.recommend
 
-    def recommend(user_id, n=10, as_of=None, *, taste=None):
-        rec = original(user_id, n, as_of, taste=taste)
+    def recommend(user_id, n=10, as_of=None, **options):
+        rec = original(user_id, n, as_of, **options)
         if known_only and not model.known_user(user_id):
             return rec
         return change(rec, user_id)
@@ -346,6 +346,17 @@ def with_items_out_of_start_order(model):
     return model
 
 
+def with_rankings_of_other_users(model):
+    model.user_ranking_ = np.roll(model.user_ranking_, 1, axis=0)
+    model.user_ranking_scores_ = np.roll(model.user_ranking_scores_, 1, axis=0)
+    return model
+
+
+def with_ranking_out_of_range(model):
+    model.user_ranking_[3, 0] = len(model.item_ids_)
+    return model
+
+
 def with_schema_version(model):
     model.schema_version_ = 0
     return model
@@ -366,7 +377,7 @@ def as_impostor(model):
 @pytest.mark.parametrize("breaker, failing, words", [
     (as_impostor, {"check_fitted_estimator"},
      "test_sanity_checks.Impostor, not a service.recommender.EventRecommender"),
-    (with_schema_version, {"check_schema_version"}, "model.schema_version_ is 0, expected 2"),
+    (with_schema_version, {"check_schema_version"}, "model.schema_version_ is 0, expected 3"),
     (with_nan_in_past_item_factors, {"check_finite_arrays"},
      "item_factors_ has 3 non-finite value(s) at"),
     (with_inf_cluster_scores, {"check_finite_arrays"},
@@ -374,9 +385,9 @@ def as_impostor(model):
     (with_nan_start, {"check_finite_arrays"}, "item_starts_at_ has 1 NaN value(s)"),
     (with_truncated("item_categories_", 10), {"check_array_shapes"},
      "item_categories_ has shape (10,), expected (833,)"),
-    # Arrays recommend() reads break the lists too; the shape check names the cause.
-    (with_wide_item_factors, {"check_array_shapes", "check_golden_users_lists",
-                              "check_deterministic", "check_lists_differ", "check_latency"},
+    # Requests read the fit-time ranking, so broken factors show when the
+    # catalogue is scored; the shape check names the cause.
+    (with_wide_item_factors, {"check_array_shapes", "check_ranking_matches_scoring"},
      "factor widths differ: users 8, items 9"),
     (with_truncated("item_popularity_", 10), {"check_array_shapes", "check_cold_start"},
      "item_popularity_ has shape (10,), expected (833,)"),
@@ -386,14 +397,19 @@ def as_impostor(model):
     (with_bad_user_cluster, {"check_array_shapes"}, "user_clusters_ spans [0, 4], outside [0, 4)"),
     (with_items_out_of_start_order, {"check_array_shapes", "check_golden_users_lists"},
      "item_starts_at_ is not ascending"),
+    (with_rankings_of_other_users, {"check_ranking_matches_scoring"},
+     "20 of 20 golden users got ranked scores that scoring does not give"),
+    (with_ranking_out_of_range, {"check_array_shapes"},
+     "user_ranking_ spans [539, 833], outside [539, 833) and padding -1"),
     (with_first_repeated, {"check_golden_users_lists"},
      "20 of 20 golden users got duplicate items"),
     (with_short_lists, {"check_golden_users_lists"},
      "20 of 20 golden users got a wrong-length list (want 10), all with "),
     (with_ghost_item, {"check_golden_users_lists"}, "20 of 20 golden users got unknown items"),
-    (with_nan_scores, {"check_golden_users_lists"},
+    (with_nan_scores, {"check_golden_users_lists", "check_ranking_matches_scoring"},
      "20 of 20 golden users got non-finite scores, all with 10"),
-    (with_noisy_scores, {"check_deterministic"}, "got a different list the second time"),
+    (with_noisy_scores, {"check_deterministic", "check_ranking_matches_scoring"},
+     "got a different list the second time"),
     (with_personalised_cold_start, {"check_cold_start"},
      "strategy: 'personalised', expected 'cold_start'"),
     (with_one_list_for_all, {"check_lists_differ"}, "all 20 golden users got the identical list"),

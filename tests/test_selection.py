@@ -8,6 +8,7 @@ import pytest
 
 from service import create_app, gate, loader, manager as manager_module
 from service.manager import SelectionError
+from service.recommender import EventRecommender
 
 
 def manager_of(app):
@@ -252,9 +253,10 @@ def test_a_decided_run_of_another_model_schema_is_not_served(history_settings, h
     manager_of(create_app(history_settings)).reload()
     for copy in (Path(history_settings["STATE_DIR"]) / "models").glob("*.joblib"):
         model = loader.open_shared_copy(copy)
-        model.schema_version_ = 1  # as trained before the catalogue was put in start order
+        model.schema_version_ = EventRecommender.SCHEMA_VERSION - 1  # the previous release's
         copy.unlink()
         loader.write_shared_copy(model, copy)
     restarted = manager_of(create_app(history_settings))
     assert not restarted.sync() and restarted.slot.get() is None
-    assert "schema 1, and this Lineup serves schema 2" in restarted.last_error["message"]
+    old, new = EventRecommender.SCHEMA_VERSION - 1, EventRecommender.SCHEMA_VERSION
+    assert f"schema {old}, and this Lineup serves schema {new}" in restarted.last_error["message"]
