@@ -11,7 +11,7 @@ Phases, all on 127.0.0.1, each server in its own process group and always stoppe
                `mlflow models serve` (POST /invocations) on the same model, same worker count
 3. swap      - 20 pins alternating the two runs under 16 connections of a Python load
                generator that timestamps every request; p99 in the swap windows vs steady
-4. memory    - total PSS (master + workers) of 1, 2 and 4 workers after some traffic
+4. memory    - total PSS (master + workers) of 1, 2 and 4 workers after some traffic, twice
 5. selection - a walk past 10 damaged runs (small world), a repeat reload with every verdict
                remembered, and gunicorn start to /readyz 200 with no decision and with one
 
@@ -497,32 +497,45 @@ def _wait_all_workers(server: Server, workers: int) -> None:
                       f"served by {workers} workers")
 
 
+MEMORY_WORKERS = (1, 2, 4)
+#: Each size is measured this many times: single readings of one size have
+#: differed by up to 10 MiB between runs (which worker took the traffic, when
+#: a collection ran).
+MEMORY_ATTEMPTS = 2
+
+
 def phase_memory(args, settings, workdir) -> dict[str, Any]:
-    """Total PSS of 1, 2 and 4 workers after some traffic, and the restart with a decision."""
-    out: dict[str, Any] = {"workers": {}}
-    for workers in (1, 2, 4):
-        server = lineup_server(f"lineup-{workers}w", settings, workers, workdir)
-        try:
-            server.start()
-            seconds = server.wait_until(lambda: ready(server.url), 120, "ready")
-            if workers == args.workers:
-                out["cold_start_with_decision_s"] = seconds
-            _wait_all_workers(server, workers)
-            wrk(server.url, "recommendations.lua", args.memory_traffic, args, workdir)
-            time.sleep(0.5)
-            pids = server.pids()
-            total = sum(pss_bytes(pid) for pid in pids)
-            out["workers"][workers] = {"pss_bytes": total, "processes": len(pids)}
-            log(f"memory: {workers} worker(s): {len(pids)} processes, PSS {total / 2**20:.1f} MiB")
-            run_id = requests.get(server.url + "/readyz", timeout=5).json()["run_id"]
-            copy = loader.shared_copy_path(settings["STATE_DIR"], run_id)
-            # The arrays are shared when each worker maps the file but owns none of its pages.
-            out["workers"][workers]["model_mapping"] = [
-                mapping_bytes(pid, copy) for pid in pids if pid != server.process.pid]
-        finally:
-            server.stop()
+    """Total PSS of 1, 2 and 4 workers after some traffic (each twice), and the restart."""
+    out: dict[str, Any] = {"workers": {w: {"pss_each": []} for w in MEMORY_WORKERS}}
+    for attempt in range(MEMORY_ATTEMPTS):  # sizes interleaved: each attempt sees one machine
+        for workers in MEMORY_WORKERS:
+            server = lineup_server(f"lineup-{workers}w-{attempt}", settings, workers, workdir)
+            try:
+                server.start()
+                seconds = server.wait_until(lambda: ready(server.url), 120, "ready")
+                if workers == args.workers and attempt == 0:
+                    out["cold_start_with_decision_s"] = seconds
+                _wait_all_workers(server, workers)
+                wrk(server.url, "recommendations.lua", args.memory_traffic, args, workdir)
+                time.sleep(0.5)
+                pids = server.pids()
+                total = sum(pss_bytes(pid) for pid in pids)
+                entry = out["workers"][workers]
+                entry["pss_each"].append(total)
+                entry["processes"] = len(pids)
+                log(f"memory: {workers} worker(s): {len(pids)} processes, "
+                    f"PSS {total / 2**20:.1f} MiB")
+                run_id = requests.get(server.url + "/readyz", timeout=5).json()["run_id"]
+                copy = loader.shared_copy_path(settings["STATE_DIR"], run_id)
+                # The arrays are shared when each worker maps the file but owns none of its pages.
+                entry["model_mapping"] = [
+                    mapping_bytes(pid, copy) for pid in pids if pid != server.process.pid]
+            finally:
+                server.stop()
     out["model_array_bytes"] = model_array_bytes(copy)
     out["model_file_bytes"] = copy.stat().st_size
+    for entry in out["workers"].values():
+        entry["pss_bytes"] = sum(entry["pss_each"]) / len(entry["pss_each"])
     pss = {w: v["pss_bytes"] for w, v in out["workers"].items()}
     out["per_added_worker_bytes"] = (pss[4] - pss[1]) / 3
     out["per_added_worker_1_to_2_bytes"] = pss[2] - pss[1]
@@ -645,8 +658,9 @@ def summarise(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     m = results.get("memory")
     if m:
         for workers, v in m["workers"].items():
-            rows.append((f"memory: total PSS, {workers} worker(s) + master",
-                         f"{v['pss_bytes'] / 2**20:.1f} MiB", ""))
+            each = ", ".join(f"{pss / 2**20:.1f}" for pss in v["pss_each"])
+            rows.append((f"memory: total PSS, {workers} worker(s) + master (mean of runs)",
+                         f"{v['pss_bytes'] / 2**20:.1f} MiB  [{each}]", ""))
         arrays = m["model_array_bytes"]
         rows.append(("memory: model arrays (sum of nbytes)", f"{arrays / 2**20:.1f} MiB", ""))
         mapped = m["workers"][max(m["workers"])].get("model_mapping", [])

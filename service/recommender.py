@@ -115,6 +115,10 @@ class _Catalogued:
         return self._user_row(user_id) >= 0
 
     def _user_row(self, user_id: str) -> int:
+        if len(user_id) > self.user_ids_.dtype.itemsize // 4:
+            # Longer than every known id. Searching would first copy all the
+            # ids to the wider string type: 30 µs and 0.8 MB per request.
+            return -1
         row = int(np.searchsorted(self.user_ids_, user_id))
         if row < self.user_ids_.shape[0] and self.user_ids_[row] == user_id:
             return row

@@ -166,6 +166,9 @@ def test_ranking_leaves_out_bought_and_started_items(fitted_model):
 def test_known_user(fitted_model):
     assert fitted_model.known_user(str(fitted_model.user_ids_[0]))
     assert not fitted_model.known_user("never-seen")
+    longer = str(fitted_model.user_ids_[0]) + "0"  # longer than every id the model knows
+    assert not fitted_model.known_user(longer)
+    assert fitted_model.recommend(longer, 10).strategy == "cold_start"
 
 
 def test_learned_arrays_are_plain_numpy(fitted_model):
