@@ -31,8 +31,8 @@ def golden_user_ids(context: RunContext) -> list[str]:
     return ids
 
 
-def _recommend(model: Any, user_id: str, context: RunContext) -> Any:
-    return model.recommend(user_id, n=context.thresholds.n, as_of=context.as_of)
+def _recommend(model: Any, user_id: str, context: RunContext, **options: Any) -> Any:
+    return model.recommend(user_id, n=context.thresholds.n, as_of=context.as_of, **options)
 
 
 def list_problems(model: Any, rec: Any, context: RunContext) -> dict[str, str]:
@@ -134,8 +134,7 @@ def check_ranking_matches_scoring(model: Any, context: RunContext) -> None:
     """
     def judge(user_id: str) -> dict[str, str]:
         ranked = _recommend(model, user_id, context)
-        scored = model.recommend(user_id, n=context.thresholds.n, as_of=context.as_of,
-                                 use_ranking=False)
+        scored = _recommend(model, user_id, context, use_ranking=False)
         ranked_scores = np.asarray(ranked.scores, dtype=float)
         scored_scores = np.asarray(scored.scores, dtype=float)
         if ranked_scores.shape != scored_scores.shape or not np.allclose(
