@@ -6,21 +6,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 
 from sanity_tests.context import CheckFailure, RunContext
+from service.contract import iso_timestamp
 
 #: A user id no run can know; it must be served the cold-start list.
 COLD_PROBE = "__lineup_cold_probe__"
 _SHOWN = 5  # examples quoted per problem before "..."
 _SCORE_TOLERANCE = 1e-5  # float32 scores computed in a different order differ in the last bits
-
-
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def golden_user_ids(context: RunContext) -> list[str]:
@@ -106,7 +102,7 @@ def check_golden_users_lists(model: Any, context: RunContext) -> None:
                           lambda u: list_problems(model, _recommend(model, u, context), context))
     if per_user:
         raise CheckFailure(_summarise(per_user, len(user_ids), "golden users")
-                           + f" (n={context.thresholds.n}, as of {_iso(context.as_of)})")
+                           + f" (n={context.thresholds.n}, as of {iso_timestamp(context.as_of)})")
 
 
 def check_deterministic(model: Any, context: RunContext) -> None:

@@ -6,13 +6,13 @@ small artifacts; the rest inspect the loaded model's learned arrays.
 
 from __future__ import annotations
 
-import platform
 import re
 from typing import Any
 
 import numpy as np
 
 from sanity_tests.context import CheckFailure, RunContext
+from service.contract import LIBRARY_RELEASE_PARTS, library_versions
 
 _SHOWN = 5  # examples quoted in a message before "..."
 
@@ -32,25 +32,14 @@ def _release(version: str, parts: int) -> tuple[int, ...] | None:
     return tuple(int(n) for n in numbers)
 
 
-def _running_versions() -> dict[str, str]:
-    import sklearn
-
-    return {"python": platform.python_version(), "numpy": np.__version__,
-            "scikit-learn": sklearn.__version__}
-
-
-#: Which leading version numbers must match for an artifact to load faithfully.
-_VERSION_PARTS = {"python": 2, "numpy": 1, "scikit-learn": 2}
-
-
 def check_library_versions(model: Any, context: RunContext) -> None:
     """Require python major.minor, numpy major and scikit-learn major.minor as in this process."""
     stored = context.library_versions
     if stored is None:
         raise CheckFailure("run stored no library_versions; cannot tell if the model will load")
-    running = _running_versions()
+    running = library_versions()
     problems = []
-    for name, parts in _VERSION_PARTS.items():
+    for name, parts in LIBRARY_RELEASE_PARTS.items():
         if name not in stored:
             problems.append(f"{name} not recorded")
             continue

@@ -10,10 +10,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from sanity_tests.context import CheckFailure, RunContext
+from service.contract import METRIC_KEYS, PRIMARY_METRIC
 
-NDCG = "ndcg@10"
-#: The keys the training flow stores in ``holdout_metrics`` (docs/design.md).
-METRIC_KEYS = ("precision@10", "recall@10", "ndcg@10", "coverage")
+NDCG = PRIMARY_METRIC
 
 
 def _finite(value: Any) -> bool:

@@ -13,14 +13,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from service.contract import FLOW_NAME
+
 #: Largest ``n`` a caller may ask for; part of the API contract, not tunable.
 MAX_RECOMMENDATIONS = 100
 
 #: Requests a client may send on one keep-alive connection before gunicorn
 #: closes it (see gunicorn_conf.pre_request).
 KEEPALIVE_REQUESTS = 100
-
-FLOW_NAME = "LineupTrainFlow"
 
 
 def _str(environ: Mapping[str, str], name: str, default: str) -> str:

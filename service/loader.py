@@ -11,18 +11,17 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import tempfile
 import time
 import warnings
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import joblib
 import numpy as np
 
+from service.contract import MODEL_ARTIFACT, iso_timestamp
 from service.recommender import EventRecommender
 from service.runs import RunRecord, RunSource
 from service.slot import ServedModel
@@ -43,7 +42,7 @@ def load_from_run(source: RunSource, record: RunRecord) -> tuple[Any, list[str]]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            model = source.artifact(record, "model")
+            model = source.artifact(record, MODEL_ARTIFACT)
         except Exception as exc:
             raise LoadError(f"artifact 'model' of run {record.run_id} could not be loaded: "
                             f"{type(exc).__name__}: {exc}") from exc
@@ -87,17 +86,12 @@ def open_shared_copy(path: Path) -> Any:
     return model
 
 
-def _iso(epoch: float) -> str | None:
-    if not math.isfinite(epoch):
-        return None
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def item_json(model: Any) -> tuple[str, ...]:
     """Encode each item's fields once, up to its score, so requests only add scores."""
     return tuple(
         json.dumps({"item_id": str(item_id), "title": str(title) or None,
-                    "category": str(category) or None, "starts_at": _iso(float(starts_at))},
+                    "category": str(category) or None,
+                    "starts_at": iso_timestamp(float(starts_at))},
                    separators=(",", ":"))[:-1] + ',"score":'
         for item_id, title, category, starts_at in zip(
             model.item_ids_, model.item_titles_, model.item_categories_,

@@ -15,14 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from service import config
+from service.contract import SUMMARY_ARTIFACTS
 
 logger = logging.getLogger(__name__)
-
-#: The small artifacts the cheap checks read before the model is loaded.
-SUMMARY_ARTIFACTS = (
-    "holdout_metrics", "baseline_metrics", "library_versions", "golden_users",
-    "schema_version", "data_fingerprint", "as_of",
-)
 
 
 class StoreUnavailable(RuntimeError):

@@ -119,11 +119,6 @@ def parse_timestamp(text: str) -> float:
     return stamp.timestamp()
 
 
-def format_timestamp(epoch: float) -> str:
-    """Return ISO 8601 UTC text like ``2026-11-20T13:05:00Z``."""
-    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _timestamps(values: list[str], rows: list[int] | None, name: str,
                 allow_empty: bool = False) -> np.ndarray:
     """Parse a column of timestamps; the common all-epoch case is one numpy call."""

@@ -15,9 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from service.contract import METRIC_KEYS
 from service.training.data import Interactions
-
-METRIC_KEYS = ("precision@10", "recall@10", "ndcg@10", "coverage")
 
 
 def split_by_time(log: Interactions, holdout_start: float) -> tuple[Interactions, Interactions]:

@@ -61,11 +61,10 @@ class LineupTrainFlow(FlowSpec):
         """Load and validate the data (or generate the sample world) and fingerprint it."""
         import datetime as dt
         import hashlib
-        import platform
-
         import numpy as np
-        import sklearn
 
+        from service import contract
+        from service.contract import iso_timestamp
         from service.recommender import EventRecommender
         from service.training import data, sample_data
 
@@ -98,13 +97,12 @@ class LineupTrainFlow(FlowSpec):
             "interactions": len(self.log),
             "users": int(np.unique(self.log.user_codes).size),
             "items": int(np.unique(self.log.item_codes).size),
-            "first_timestamp": data.format_timestamp(float(self.log.timestamp.min())),
-            "last_timestamp": data.format_timestamp(float(self.log.timestamp.max())),
+            "first_timestamp": iso_timestamp(float(self.log.timestamp.min())),
+            "last_timestamp": iso_timestamp(float(self.log.timestamp.max())),
             "sha256": digest.hexdigest(),
             "source": source,
         }
-        self.library_versions = {"python": platform.python_version(), "numpy": np.__version__,
-                                 "scikit-learn": sklearn.__version__}
+        self.library_versions = contract.library_versions()
         self.schema_version = EventRecommender.SCHEMA_VERSION
         print(f"Loaded {self.data_fingerprint}")
         self.next(self.split)
@@ -144,7 +142,7 @@ class LineupTrainFlow(FlowSpec):
     @step
     def join(self, inputs):
         """Pick the grid point with the best holdout NDCG@10 (ties: fewer components)."""
-        from service.training.evaluation import METRIC_KEYS
+        from service.contract import METRIC_KEYS
 
         self.grid_results = [dict(i.params, **i.metrics) for i in inputs]
         best = max(inputs, key=lambda i: (i.metrics["ndcg@10"], -i.params["n_components"]))
@@ -162,12 +160,13 @@ class LineupTrainFlow(FlowSpec):
         holdout; the served model is refitted on everything, holdout included,
         so it knows the newest events and users.
         """
+        from service.contract import METRIC_KEYS
         from service.recommender import EventRecommender
         from service.training import evaluation
 
         baseline = evaluation.baseline_metrics(
             self.train_log, self.truth, self.holdout_start, items=self.catalogue)
-        self.baseline_metrics = {key: baseline[key] for key in evaluation.METRIC_KEYS}
+        self.baseline_metrics = {key: baseline[key] for key in METRIC_KEYS}
         self.model = EventRecommender(**self.best_params).fit(self.log, items=self.catalogue)
         # The big inputs are not needed downstream; keep the datastore small.
         self.train_log = self.truth = None
