@@ -17,11 +17,25 @@ FLOW_NAME = "LineupTrainFlow"
 #: The artifact holding the fitted model that serves.
 MODEL_ARTIFACT = "model"
 
+#: Bootstrap 95% intervals of the model's holdout metrics: ``{metric: [low, high]}``.
+INTERVALS_ARTIFACT = "holdout_intervals"
+
+#: The paired difference model minus popularity on the same evaluation users:
+#: ``{metric: {"mean": d, "low": lo, "high": hi}}`` (bootstrap 95%).
+BASELINE_DIFFERENCE_ARTIFACT = "baseline_difference"
+
+#: How the flow evaluated: ``{"kind": ..., "users": N, ...}`` (docs/training.md).
+EVALUATION_PROTOCOL_ARTIFACT = "evaluation_protocol"
+
+#: Every point of the hyperparameter search: ``[{**params, **metrics}, ...]``.
+SEARCH_RESULTS_ARTIFACT = "search_results"
+
 #: The small artifacts the cheap checks and operators read before the model
 #: is loaded; a missing one reads as None.
 SUMMARY_ARTIFACTS = (
     "holdout_metrics", "baseline_metrics", "library_versions", "golden_users",
-    "schema_version", "data_fingerprint", "as_of",
+    "schema_version", "data_fingerprint", "as_of", INTERVALS_ARTIFACT,
+    BASELINE_DIFFERENCE_ARTIFACT, EVALUATION_PROTOCOL_ARTIFACT,
 )
 
 #: The metric the flow selects by and the gate compares with.

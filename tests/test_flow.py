@@ -43,14 +43,14 @@ def test_flow_trains_a_model_that_beats_popularity(trainer_settings, elsewhere):
     data = run.data
     for name in ("model", "holdout_metrics", "baseline_metrics", "data_fingerprint",
                  "library_versions", "golden_users", "holdout_start", "as_of",
-                 "schema_version", "best_params", "grid_results"):
+                 "schema_version", "best_params", "search_results"):
         assert hasattr(data, name), name
     assert set(data.holdout_metrics) == set(data.baseline_metrics) == METRIC_KEYS
     assert data.holdout_metrics["ndcg@10"] > 1.5 * data.baseline_metrics["ndcg@10"]
     assert isinstance(data.model, EventRecommender)
     assert data.schema_version == data.model.schema_version_ == EventRecommender.SCHEMA_VERSION
     assert data.as_of - data.holdout_start == 7 * 86_400
-    assert len(data.grid_results) == 3 and data.best_params["n_components"] in (16, 32, 64)
+    assert len(data.search_results) == 3 and data.best_params["n_components"] in (16, 32, 64)
     assert 10 <= len(data.golden_users) <= 50
     golden = data.golden_users[0]
     assert set(golden) == {"user_id", "holdout_items"} and golden["holdout_items"]

@@ -144,7 +144,7 @@ class LineupTrainFlow(FlowSpec):
         """Pick the grid point with the best holdout NDCG@10 (ties: fewer components)."""
         from service.contract import METRIC_KEYS
 
-        self.grid_results = [dict(i.params, **i.metrics) for i in inputs]
+        self.search_results = [dict(i.params, **i.metrics) for i in inputs]
         best = max(inputs, key=lambda i: (i.metrics["ndcg@10"], -i.params["n_components"]))
         self.best_params = dict(best.params)
         self.holdout_metrics = {key: best.metrics[key] for key in METRIC_KEYS}
