@@ -5,7 +5,7 @@ world) or ``... run --interactions my.csv --items items.csv``. See
 docs/training.md.
 """
 
-from metaflow import FlowSpec, Parameter, schedule, step
+from metaflow import FlowSpec, Parameter, card, schedule, step
 
 from service.config import load as load_settings
 
@@ -25,7 +25,7 @@ class LineupTrainFlow(FlowSpec):
     4) join: pick the grid point with the best holdout NDCG@10
     5) evaluate: score the popularity baseline on the same holdout, then refit
        the chosen parameters on all the data as the served ``model``
-    6) end: print a summary
+    6) end: print a summary and draw the run's card (``card view <run id>/end``)
 
     Only ``start`` reads files, so every later step runs anywhere
     (``--with kubernetes``) and ``resume`` works from any step.
@@ -172,9 +172,13 @@ class LineupTrainFlow(FlowSpec):
         self.train_log = self.truth = None
         self.next(self.end)
 
+    @card(type="blank", id="training")
     @step
     def end(self):
-        """Print the chosen parameters and the model's and baseline's holdout NDCG@10."""
+        """Print the chosen parameters and holdout NDCG@10s; draw the run's card."""
+        from service.training import card as training_card
+
+        training_card.attach(self)
         model, base = self.holdout_metrics["ndcg@10"], self.baseline_metrics["ndcg@10"]
         print(f"best {self.best_params}: NDCG@10 {model:.4f} vs popularity {base:.4f} "
               f"({model / base if base else float('inf'):.2f}x)")
