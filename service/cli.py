@@ -17,10 +17,13 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service import config
-from service.runs import RunNotFound, StoreUnavailable
+from service.runs import RunNotFound, RunRecord, RunSource, StoreUnavailable
+
+if TYPE_CHECKING:
+    from service.gate import Evaluation
 
 logger = logging.getLogger(__name__)
 
@@ -207,8 +210,29 @@ def cmd_check(settings: Mapping[str, Any], args: argparse.Namespace) -> int:
                            "can be checked")
     _progress(f"checking run {record.pathspec}")
     evaluation = evaluate(source, record, settings)
+    if args.html:
+        _write_check_page(args.html, source, record, evaluation)
     _emit(args, evaluation.verdict.to_dict(), evaluation.report.format())
     return 0 if evaluation.verdict.passed else 1
+
+
+def _write_check_page(path: str, source: RunSource, record: RunRecord,
+                      evaluation: Evaluation) -> None:
+    """Write the verdict as a self-contained HTML page (service/check_report.py)."""
+    from service import check_report
+
+    try:
+        claimed = source.summary(record)
+    except Exception as exc:  # the page still shows the checks; the gate judged the read
+        logger.warning("run %s: cannot read its summary for the page: %s", record.run_id, exc)
+        claimed = {}
+    page = check_report.render(record.pathspec, evaluation.verdict.to_dict(),
+                               evaluation.report.to_dict(), claimed)
+    try:
+        Path(path).write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise CommandError(f"cannot write {path}: {exc}") from exc
+    _progress(f"wrote {path}")
 
 
 def cmd_pin(settings: Mapping[str, Any], args: argparse.Namespace) -> int:
@@ -254,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     runs.set_defaults(func=cmd_runs)
     check = sub.add_parser("check", help="run the sanity suite on one run")
     check.add_argument("run", help="run id or pathspec")
+    check.add_argument("--html", metavar="FILE",
+                       help="also write the report as a self-contained HTML page")
     check.set_defaults(func=cmd_check)
     pin = sub.add_parser("pin", help="serve exactly this run until unpinned")
     pin.add_argument("run", help="run id")
