@@ -47,13 +47,13 @@ def usable_verdict(verdict: Verdict | None, fingerprint: str,
                    judged_now: bool) -> Verdict | None:
     """Return the verdict when it may decide, or None when the run must be judged again.
 
-    A verdict decides when today's checks reached it (same fingerprint) and it
-    is not transient; a transient one decides only in the selection that
-    reached it, so one selection never judges a run twice.
+    A verdict reached in this selection always decides, so one selection never
+    judges a run twice. A remembered one decides when today's checks reached
+    it (same fingerprint) and it is not transient.
     """
-    if verdict is None or verdict.fingerprint != fingerprint:
-        return None
-    if verdict.transient and not judged_now:
+    if verdict is None or judged_now:
+        return verdict
+    if verdict.fingerprint != fingerprint or verdict.transient:
         return None
     return verdict
 
