@@ -131,6 +131,8 @@ def open_page(page: Path, ready: str, screenshot: Path, *, width: int = 1200,
             size = devtools.call("Page.getLayoutMetrics")["cssContentSize"]
             devtools.call("Emulation.setDeviceMetricsOverride", width=width,
                           height=int(size["height"]), deviceScaleFactor=1, mobile=False)
+            # Charts sized to their container draw again after the resize.
+            time.sleep(1.0)
             shot = devtools.call("Page.captureScreenshot", format="png")
             screenshot.write_bytes(base64.b64decode(shot["data"]))
             load.screenshot = screenshot

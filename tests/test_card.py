@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -105,6 +106,41 @@ def test_card_draws_in_chromium_without_script_errors(history, history_trainer, 
     assert all(url.startswith(METAFLOW_FONT) for url in outside), outside
     assert load.screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert load.screenshot.stat().st_size > 50_000  # a blank page is a few kB
+
+
+def test_card_with_intervals_and_a_wide_search_draws_in_chromium(fitted_model, tmp_path):
+    # What the flow stores once its evaluation has intervals (docs/design.md),
+    # rendered by Metaflow's blank card as `card create` does.
+    from metaflow.plugins.cards.card_modules.basic import BlankCard
+
+    from service.training import card
+
+    artifacts = {
+        "holdout_metrics": {"precision@10": 0.05, "recall@10": 0.3, "ndcg@10": 0.25,
+                            "coverage": 0.4},
+        "baseline_metrics": {"precision@10": 0.02, "recall@10": 0.1, "ndcg@10": 0.09,
+                             "coverage": 0.05},
+        "holdout_intervals": {"ndcg@10": [0.2123, 0.3], "recall@10": [0.25, 0.35]},
+        "baseline_difference": {"ndcg@10": {"mean": 0.16, "low": 0.1, "high": 0.2}},
+        "evaluation_protocol": {"kind": "last interactions per user", "users": 812},
+        "best_params": {"n_components": 32, "half_life_days": 14.0},
+        "search_results": [{"n_components": k, "half_life_days": h, "ndcg@10": 0.2 + k / 1e3}
+                           for k in (16, 32, 64) for h in (7.0, 14.0, None)],
+        "golden_users": [{"user_id": str(user), "holdout_items": []}
+                         for user in fitted_model.user_ids_[:3]],
+        "as_of": 1_795_000_000.0, "data_fingerprint": {"sha256": "ab" * 32},
+    }
+    history = [card.HistoryPoint(str(day), f"2026-11-{day:02d}T04:00:00Z", 0.2 + day / 1e3, 0.09)
+               for day in range(1, 8)]
+    page = BlankCard(components=card.build(artifacts, fitted_model, history)).render(
+        SimpleNamespace(pathspec="LineupTrainFlow/1/end/2"))
+    text = json.dumps(card_components(page))
+    assert "[0.2123, 0.3000]" in text and "[0.1000, 0.2000]" in text
+    assert "last interactions per user" in text and "Search: 9 points" in text
+    path = tmp_path / "card.html"
+    path.write_text(page, encoding="utf-8")
+    load = browser.open_page(path, CHARTS_DRAWN, tmp_path / "card.png")
+    assert load.errors == [] and load.ready == CARD_CHARTS
 
 
 FAILING_CARD_FLOW = '''

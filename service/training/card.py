@@ -36,6 +36,8 @@ GOLDEN_USERS_SHOWN = 5
 HISTORY_RUNS = 30
 #: Length of a shown list, as the API's default.
 LIST_LENGTH = 10
+#: Pixels: a fixed width draws the same in a card viewer, the Metaflow UI and a file.
+CHART_WIDTH = 640
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,7 @@ def _metrics_spec(bars: list[dict[str, Any]]) -> dict[str, Any]:
         "data": {"values": bars}, "height": {"step": 18},
         "facet": {"row": {"field": "metric", "type": "nominal", "title": None}},
         "resolve": {"scale": {"x": "independent"}},
-        "spec": {"width": 420, "layer": [
+        "spec": {"width": CHART_WIDTH - 120, "layer": [
             {"mark": "bar", "encoding": {**encoding, "color": {
                 "field": "recommender", "type": "nominal", "legend": None}}},
             {"mark": {"type": "rule", "color": "black"}, "transform": [
@@ -141,9 +143,11 @@ def search_section(artifacts: Mapping[str, Any]) -> list[Any]:
         values.append({"point": f"{number}: {label}", "ndcg": point.get(PRIMARY_METRIC),
                        "chosen": "chosen" if is_chosen else "tried"})
     spec = {
-        "data": {"values": values}, "mark": "bar", "height": {"step": 16},
+        "data": {"values": values}, "mark": "bar", "width": CHART_WIDTH - 200,
+        "height": {"step": 16},
         "encoding": {
-            "y": {"field": "point", "type": "nominal", "sort": None, "title": None},
+            "y": {"field": "point", "type": "nominal", "sort": None, "title": None,
+                  "axis": {"labelLimit": 280}},
             "x": {"field": "ndcg", "type": "quantitative", "title": f"holdout {PRIMARY_METRIC}"},
             "color": {"field": "chosen", "type": "nominal", "title": None,
                       "scale": {"domain": ["chosen", "tried"], "range": ["#d62728", "#9ecae1"]}},
@@ -214,10 +218,12 @@ def history_section(history: Sequence[HistoryPoint]) -> list[Any]:
               for name, value in (("model", point.model), ("popularity", point.popularity))
               if value is not None]
     spec = {
-        "data": {"values": values}, "height": 220,
+        "data": {"values": values}, "width": CHART_WIDTH, "height": 220,
         "mark": {"type": "line", "point": True},
         "encoding": {
-            "x": {"field": "finished", "type": "temporal", "title": "run finished (UTC)"},
+            "x": {"field": "finished", "type": "temporal", "title": "run finished (UTC)",
+                  "axis": {"format": "%Y-%m-%d %H:%M", "labelAngle": -30,
+                           "labelOverlap": "greedy"}},
             "y": {"field": "ndcg", "type": "quantitative", "title": f"holdout {PRIMARY_METRIC}"},
             "color": {"field": "recommender", "type": "nominal", "title": None},
             "tooltip": [{"field": "run"}, {"field": "finished"}, {"field": "recommender"},
