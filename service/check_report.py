@@ -3,8 +3,8 @@
 One file with its styles and charts inline (SVG drawn here, no script, no
 external asset), so it can be mailed, attached to a ticket or opened offline.
 It shows each check with its outcome, time and message, whatever else a
-check's result carries, and the metrics the run claims beside any the gate
-measured.
+check's result carries, every measure a check judged by (claimed against
+measured, with its interval and rule), and the holdout metrics the run claims.
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ from typing import Any
 
 from service.contract import BASELINE_DIFFERENCE_ARTIFACT, INTERVALS_ARTIFACT, METRIC_KEYS
 
+#: A result's numbers judged by its check, shown as claimed against measured.
+MEASURES_FIELD = "measures"
 #: The fields every check result has; anything else a result carries is shown as details.
-RESULT_FIELDS = ("name", "passed", "message", "seconds")
+RESULT_FIELDS = ("name", "passed", "message", "seconds", MEASURES_FIELD)
 
 _STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:70em;color:#222;padding:0 1em}
@@ -62,10 +64,12 @@ def bar_chart(title: str, labels: Sequence[str], series: Mapping[str, Sequence[f
     colours = list(colours or _SERIES_COLOURS)
     finite = [v for values in series.values() for v in values
               if v is not None and math.isfinite(v)]
-    top = max(finite + [0.0]) or 1.0
+    low, high = min(finite + [0.0]), max(finite + [0.0])
+    span = (high - low) or 1.0
     bar, gap, left, width = 14, 10, 200, 420
     group = bar * len(names) + gap
-    height = group * len(labels) + 30
+    height = group * len(labels) + (30 if len(names) > 1 else 0)
+    zero = left + width * -low / span  # negative values (differences) grow leftwards
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" role="img" class="chart" '
              f'width="{left + width + 90}" height="{height}" aria-label="{_e(title)}">',
              f"<title>{_e(title)}</title>"]
@@ -79,11 +83,12 @@ def bar_chart(title: str, labels: Sequence[str], series: Mapping[str, Sequence[f
             colour = colours[column % len(colours)]
             if value is None or not math.isfinite(value):
                 continue  # the table beside the chart says "-"
-            length = max(width * value / top, 1)
-            parts.append(f'<rect x="{left}" y="{y}" width="{length:.1f}" height="{bar - 2}" '
+            length = max(width * abs(value) / span, 1)
+            start = zero if value >= 0 else zero - length
+            label_x = max(start + length, zero) + 4
+            parts.append(f'<rect x="{start:.1f}" y="{y}" width="{length:.1f}" height="{bar - 2}" '
                          f'fill="{colour}"><title>{_e(name)}: {value:.4g}</title></rect>'
-                         f'<text x="{left + length + 4:.1f}" y="{y + bar - 3}">{value:.4g}'
-                         "</text>")
+                         f'<text x="{label_x:.1f}" y="{y + bar - 3}">{value:.4g}</text>')
     legend_y, x = height - 10, left
     for column, name in enumerate(names if len(names) > 1 else ()):
         parts.append(f'<rect x="{x}" y="{legend_y - 9}" width="10" height="10" '
@@ -112,54 +117,77 @@ def checks_section(results: Sequence[Mapping[str, Any]]) -> str:
             f"<h2>Time per check (ms)</h2>{timings}")
 
 
-def metrics_section(claimed: Mapping[str, Any], measured: Mapping[str, Any] | None) -> str:
-    """The run's claimed holdout metrics beside the gate's measured ones, in a table and chart."""
+def measures_section(results: Sequence[Mapping[str, Any]]) -> str:
+    """Claimed against measured: every measure a check judged by, with its interval and rule.
+
+    A result's ``measures`` are mappings of ``name``, ``claimed``,
+    ``measured``, ``low``, ``high`` and ``rule`` (``sanity_tests``' Measure).
+    """
+    rows, labels, claims, measures = [], [], [], []
+    for result in results:
+        for measure in result.get(MEASURES_FIELD) or ():
+            outcome = "PASS" if result.get("passed") else "FAIL"
+            rows.append(
+                f"<tr><td>{_e(result.get('name'))}</td><td>{_e(measure.get('name'))}</td>"
+                f"<td class='num'>{_value(measure.get('claimed'))}</td>"
+                f"<td class='num'>{_value(measure.get('measured'))}</td>"
+                f"<td>{_interval(measure.get('low'), measure.get('high'))}</td>"
+                f'<td class="{outcome.lower()}">{outcome}</td>'
+                f"<td>{_e(measure.get('rule') or '')}</td></tr>")
+            labels.append(str(measure.get("name")))
+            claims.append(_float(measure.get("claimed")))
+            measures.append(_float(measure.get("measured")))
+    if not rows:
+        return ("<h2>Claimed against measured</h2>"
+                "<p>No check in this report measured the model.</p>")
+    chart = bar_chart("claimed against measured", labels,
+                      {"claimed by the run": claims, "measured by the gate": measures})
+    return ("<h2>Claimed against measured</h2>"
+            "<table><tr><th>check</th><th>measure</th><th>claimed</th><th>measured</th>"
+            "<th>95% interval</th><th>decision</th><th>rule</th></tr>"
+            f"{''.join(rows)}</table>{chart}")
+
+
+def metrics_section(claimed: Mapping[str, Any]) -> str:
+    """The run's claimed holdout metrics against popularity, with intervals when stored."""
     model = claimed.get("holdout_metrics") or {}
     baseline = claimed.get("baseline_metrics") or {}
     intervals = claimed.get(INTERVALS_ARTIFACT) or {}
     difference = claimed.get(BASELINE_DIFFERENCE_ARTIFACT) or {}
-    measured = dict(measured or {})
-    keys = list(dict.fromkeys([*METRIC_KEYS, *model, *measured]))
+    keys = list(dict.fromkeys([*METRIC_KEYS, *model]))
     rows = "".join(
         f"<tr><td>{_e(key)}</td><td class='num'>{_value(model.get(key))}</td>"
         f"<td>{_value(intervals.get(key))}</td><td class='num'>{_value(baseline.get(key))}</td>"
-        f"<td>{_value(difference.get(key))}</td><td>{_value(measured.get(key))}</td></tr>"
+        f"<td>{_value(difference.get(key))}</td></tr>"
         for key in keys)
-    series = {"claimed by the run": [_float(model.get(key)) for key in keys],
-              "popularity (claimed)": [_float(baseline.get(key)) for key in keys]}
-    if measured:
-        series["measured by the gate"] = [_float(measured.get(key)) for key in keys]
-    heading = ("Metrics: claimed by the run, measured by the gate" if measured else
-               "Metrics claimed by the run (this report carries no measured ones)")
-    chart = bar_chart(heading, keys, series)
-    return (f"<h2>{heading}</h2>"
-            "<table><tr><th>metric</th><th>claimed</th><th>claimed 95% interval</th>"
-            "<th>popularity</th><th>model - popularity</th><th>measured</th></tr>"
+    chart = bar_chart("holdout metrics the run claims", keys,
+                      {"model": [_float(model.get(key)) for key in keys],
+                       "popularity": [_float(baseline.get(key)) for key in keys]})
+    return ("<h2>Holdout metrics the run claims</h2>"
+            "<table><tr><th>metric</th><th>model</th><th>model 95% interval</th>"
+            "<th>popularity</th><th>model - popularity (95% interval)</th></tr>"
             f"{rows}</table>{chart}")
 
 
+def _interval(low: Any, high: Any) -> str:
+    return "-" if low is None or high is None else f"[{_value(low)}, {_value(high)}]"
+
+
 def _float(value: Any) -> float | None:
-    """Return a number's value, or the point estimate of a mapping (``value``/``mean``)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, Mapping):
-        for key in ("value", "mean", "measured"):
-            if isinstance(value.get(key), (int, float)):
-                return float(value[key])
-    return None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(
+        value, bool) else None
 
 
 def render(pathspec: str, verdict: Mapping[str, Any], report: Mapping[str, Any],
            claimed: Mapping[str, Any]) -> str:
     """Return the whole page for one run's verdict, report (``Report.to_dict()``) and summary.
 
-    Measured metrics are read from the report's ``measured`` mapping when the
-    gate's report carries one; every other key of the report beyond its
-    results is shown as it is.
+    Every key of the report beyond its results is shown as it is.
     """
     passed = bool(verdict.get("passed"))
     outcome = "pass" if passed else "fail"
-    known = {"passed", "failed", "results", "measured"}
+    known = {"passed", "failed", "results"}
+    results = report.get("results") or []
     extras = "".join(f"<h2>{_e(key)}</h2>{_value(value)}" for key, value in report.items()
                      if key not in known)
     facts = {"evaluated in (s)": verdict.get("seconds"),
@@ -173,5 +201,5 @@ def render(pathspec: str, verdict: Mapping[str, Any], report: Mapping[str, Any],
         f'<div class="banner {outcome}"><span class="{outcome}">'
         f"{'PASSED' if passed else 'REJECTED'}</span>: {_e(verdict.get('reason', ''))}</div>"
         f"{_value(facts)}"
-        f"{checks_section(report.get('results') or [])}"
-        f"{metrics_section(claimed, report.get('measured'))}{extras}</body></html>")
+        f"{checks_section(results)}{measures_section(results)}"
+        f"{metrics_section(claimed)}{extras}</body></html>")

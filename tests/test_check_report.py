@@ -17,9 +17,14 @@ def _fails(model, context):
 
 
 def _report() -> dict:
+    """A report as the gate's JSON gives it, with measures and parts this page does not know."""
     report = run_checks([_passes, _fails], None, context=_Context()).to_dict()
-    report["results"][1]["measured"] = {"ndcg@10": 0.0123, "interval": [0.01, 0.015]}
-    report["measured"] = {"ndcg@10": {"value": 0.0123, "low": 0.01, "high": 0.015}}
+    report["results"][1]["measures"] = [
+        {"name": "probe ndcg@10", "claimed": 0.25, "measured": 0.0123, "low": 0.01,
+         "high": 0.015, "rule": "measured >= claimed / 2"},
+        {"name": "probe ndcg@10 - popularity", "claimed": None, "measured": -0.02,
+         "low": None, "high": None, "rule": "interval above 0"}]
+    report["results"][1]["users"] = 812
     report["comparison"] = {"overlap@10": 0.42}
     return report
 
@@ -44,11 +49,13 @@ def test_page_shows_each_check_its_details_and_claimed_against_measured():
     assert re.search(r'class="pass">PASS</td><td>_passes', page)
     assert re.search(r'class="fail">FAIL</td><td>_fails', page)
     assert "&lt;script&gt;" in page and "<script>" not in page
-    assert "0.0123" in page and "[0.01, 0.015]" in page  # a result's own details
-    assert "[0.2, 0.3]" in page and "0.25" in page  # claimed, with its interval
-    assert "measured by the gate" in page  # the chart's measured series
+    assert re.search(r"<td>_fails</td><td>probe ndcg@10</td><td class='num'>0.25</td>"
+                     r"<td class='num'>0.0123</td><td>\[0.01, 0.015\]</td>"
+                     r'<td class="fail">FAIL</td><td>measured &gt;= claimed / 2</td>', page)
+    assert "<dt>users</dt><dd>812</dd>" in page  # whatever else a result carries
+    assert "[0.2, 0.3]" in page  # the claimed interval
     assert "overlap@10" in page  # any other part of the report
-    assert page.count("<svg") == 2
+    assert page.count("<svg") == 3  # time per check, claimed against measured, claimed metrics
     assert not re.search(r"\b(src|href)=|@import|url\(", page)
 
 
@@ -57,4 +64,5 @@ def test_a_passing_report_without_measures_still_renders():
     page = check_report.render("LineupTrainFlow/8", {"passed": True, "reason": "passed"},
                                report, {})
     assert "PASSED" in page and "1 of 1 passed" in page
-    assert "measured by the gate" not in page and "carries no measured" in page
+    assert "No check in this report measured the model." in page
+    assert page.count("<svg") == 2
