@@ -189,11 +189,14 @@ def recent_history(flow_name: str, limit: int = HISTORY_RUNS) -> list[HistoryPoi
 
     Uses the Metaflow client in the running task's own namespace and
     metadata. Runs are ordered by end time, then run id: ``Flow.runs()``
-    order is not reliable (tags rewrite it on the local backend).
+    order is not reliable (tags rewrite it on the local backend). Only the
+    ``2 * limit`` most recently created runs are opened, so a flow with a
+    long history (and a metadata service) costs a bounded number of reads.
     """
     import metaflow
 
-    runs = [run for run in metaflow.Flow(flow_name).runs() if run.successful]
+    created = sorted(metaflow.Flow(flow_name).runs(), key=lambda run: run.created_at)
+    runs = [run for run in created[-2 * limit:] if run.successful]
     runs.sort(key=lambda run: (run.finished_at.timestamp(), int(run.id) if run.id.isdigit()
                                else -1))
     points = []
