@@ -17,6 +17,10 @@ import pytest
 from service import config
 from tests import browser
 
+# The first test here may train the session's shared run history (six runs):
+# give it the time that takes on a loaded machine, beyond the 300 s default.
+pytestmark = pytest.mark.timeout(900)
+
 #: The number of Vega charts a training card draws: metrics, search, history.
 CARD_CHARTS = 3
 
