@@ -272,13 +272,14 @@ class EventRecommender(_Catalogued, BaseEstimator):
         The same scoring a request falls back to, run once per user here (half
         a second for the sample's 18k users), so a request reads a row instead
         of scoring the catalogue. Rows are padded with item -1 and score 0 when
-        fewer items remain.
+        fewer items remain. ``n_ranked=0`` ranks nothing (every request scores):
+        the hyperparameter search fits many models and asks few users each.
         """
         self.ranked_from_ = self._first_upcoming(self.fitted_as_of_)
-        width = int(max(1, self.n_ranked))
+        width = int(max(0, self.n_ranked))
         self.user_ranking_ = np.full((self.user_ids_.shape[0], width), -1, dtype=np.int32)
         self.user_ranking_scores_ = np.zeros(self.user_ranking_.shape, dtype=np.float32)
-        for row in range(self.user_ids_.shape[0]):
+        for row in range(self.user_ids_.shape[0] if width else 0):
             best = self._finish(self._user_scores(row, self.ranked_from_), self.ranked_from_,
                                 row, width, "personalised")
             self.user_ranking_[row, :best.items.size] = best.items
@@ -298,7 +299,7 @@ class EventRecommender(_Catalogued, BaseEstimator):
         (items it skipped as started are upcoming then), nor when fewer than n
         of a full row are still upcoming.
         """
-        if first < self.ranked_from_:
+        if first < self.ranked_from_ or not self.user_ranking_.shape[1]:
             return None
         ranking = self.user_ranking_[row]
         kept = np.flatnonzero(ranking >= first)[:n]
