@@ -44,6 +44,15 @@ def _id_text(user_id) -> str:
                     f"not {type(user_id).__name__} {user_id!r}")
 
 
+def _later_rows(users: np.ndarray, timestamp: np.ndarray) -> np.ndarray:
+    """Return how many later rows the same user has, for each row (0 for their latest)."""
+    order = np.lexsort((timestamp, users))
+    ends = np.cumsum(np.bincount(users))
+    later = np.empty(users.size, dtype=np.float64)
+    later[order] = ends[users[order]] - 1 - np.arange(users.size)
+    return later
+
+
 def _top(scores: np.ndarray, n: int) -> np.ndarray:
     """Return the indices of the n best finite scores, best first (argpartition, then sort n)."""
     size = scores.shape[0]
@@ -170,7 +179,9 @@ class EventRecommender(_Catalogued, BaseEstimator):
     each the row's weight (purchase 5.0, view 1.0, or a rating) as
     ``weighting`` says ("raw"; "binary": 1 whatever the weight; "log":
     ``log1p(weight)``), decayed by age with ``half_life_days`` (``inf``: no
-    decay), damps repeats with ``log1p``, and scales each item column by
+    decay) and, with a finite ``user_half_life``, halved for every that many
+    later interactions of the same user (a user's latest taste counts most,
+    whenever they were active), damps repeats with ``log1p``, and scales each item column by
     ``count ** -0.25`` so blockbusters do not swamp the factors. A truncated
     SVD (randomized, ``n_components``) of that matrix gives item factors V and
     user factors (the user's row projected on V, normalised to unit length).
@@ -202,9 +213,10 @@ class EventRecommender(_Catalogued, BaseEstimator):
     are left.
     """
 
-    #: 4: seen items come from the interaction kind, not a weight threshold, and
-    #: ``weighting`` is a parameter (3: each user's best items are ranked at fit
-    #: time; 2: the catalogue is in start order; 1: by item id).
+    #: 4: seen items come from the interaction kind, not a weight threshold;
+    #: ``weighting`` and ``user_half_life`` are parameters (3: each user's best
+    #: items are ranked at fit time; 2: the catalogue is in start order; 1: by
+    #: item id).
     SCHEMA_VERSION = 4
 
     #: The strength of one interaction of weight w, by ``weighting``.
@@ -212,11 +224,13 @@ class EventRecommender(_Catalogued, BaseEstimator):
 
     def __init__(self, *, n_components: int = 64, n_clusters: int = 8,
                  popularity_weight: float = 0.1, half_life_days: float = 14.0,
-                 weighting: str = "raw", n_ranked: int = 100, random_state: int = 0):
+                 user_half_life: float = np.inf, weighting: str = "raw", n_ranked: int = 100,
+                 random_state: int = 0):
         self.n_components = n_components
         self.n_clusters = n_clusters
         self.popularity_weight = popularity_weight
         self.half_life_days = half_life_days
+        self.user_half_life = user_half_life
         self.weighting = weighting
         self.n_ranked = n_ranked
         self.random_state = random_state
@@ -231,6 +245,8 @@ class EventRecommender(_Catalogued, BaseEstimator):
                              f"{', '.join(self.WEIGHTINGS)}")
         rows, cols, weight, decay = self._index_data(X, items)
         value = self.WEIGHTINGS[self.weighting](weight) * decay
+        if np.isfinite(self.user_half_life):
+            value *= np.exp2(-_later_rows(rows, X.timestamp) / self.user_half_life)
         n_users, n_items = self.user_ids_.shape[0], self.item_ids_.shape[0]
         matrix = sparse.csr_matrix((value, (rows, cols)), shape=(n_users, n_items))
         matrix.sum_duplicates()

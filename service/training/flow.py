@@ -28,10 +28,12 @@ class LineupTrainFlow(FlowSpec):
        the deterministic sample world when no file is given
     2) split: hold out enough evaluation users (a time window grown until it
        has ``min_eval_users``, else each user's last ``holdout_last``), carve
-       the validation split from the training rows by the same rule, and deal
-       the search points to ``search_tasks`` shares
-    3) train: foreach share, fit and score its points on the validation split
-       within ``search_seconds``, one BLAS thread per task
+       the validation split from the training rows by the same rule, and set
+       the search space
+    3) train: foreach task, a coordinate descent over the search space from
+       the defaults (each task takes the axes in its own order), fitting and
+       scoring on the validation split within ``search_seconds``, one BLAS
+       thread per task (service/training/search.py)
     4) join: pick the point with the best validation NDCG@10
     5) evaluate: fit the chosen point and the popularity baseline on the
        training rows, score both on the holdout's users with bootstrap
@@ -87,7 +89,10 @@ class LineupTrainFlow(FlowSpec):
     half_lives = Parameter("half_lives", default="auto",
                            help="Half-lives in days to search ('inf': no decay); 'auto': those "
                                 "of 7,14,30,90,365,1461 shorter than the data, and inf")
-    popularity_weights = Parameter("popularity_weights", default="0,0.05,0.1,0.3",
+    user_half_lives = Parameter("user_half_lives", default="inf,3,10,30",
+                                help="Half-lives counted in each user's later interactions to "
+                                     "search ('inf': off)")
+    popularity_weights = Parameter("popularity_weights", default="0,0.1,0.3,1",
                                    help="Popularity prior weights to search")
     weightings = Parameter("weightings", default="raw,log,binary",
                            help="Interaction weightings to search: raw strength, log, binary")
@@ -158,8 +163,6 @@ class LineupTrainFlow(FlowSpec):
     @step
     def split(self):
         """Hold out enough evaluation users, carve the validation split, deal the search points."""
-        import math
-
         from service.recommender import EventRecommender
         from service.training import evaluation, protocol, search
 
@@ -181,30 +184,30 @@ class LineupTrainFlow(FlowSpec):
         self.golden_users = evaluation.golden_users(self.truth, 50, self.seed)
         span_days = (float(validation.train.timestamp.max())
                      - float(validation.train.timestamp.min())) / 86_400.0
-        space = {"n_components": search.parse_list(self.grid, int),
-                 "half_life_days": search.half_lives(self.half_lives, span_days),
-                 "popularity_weight": search.parse_list(self.popularity_weights),
-                 "weighting": search.parse_list(self.weightings, str)}
+        self.search_space = {
+            "half_life_days": search.half_lives(self.half_lives, span_days),
+            "user_half_life": search.parse_list(self.user_half_lives),
+            "popularity_weight": search.parse_list(self.popularity_weights),
+            "n_components": search.parse_list(self.grid, int),
+            "weighting": search.parse_list(self.weightings, str)}
         defaults = EventRecommender().get_params()
-        ordered = search.points(space, {axis: defaults[axis] for axis in space}, self.seed)
-        self.grid_points = search.deal(ordered, self.search_tasks)
+        self.search_start = {axis: defaults[axis] for axis in self.search_space}
+        # Each foreach task walks the space from the defaults, axes in its own order.
+        self.search_start = search.timed(self._score, self.search_start)
+        self.grid_points = search.orders(self.search_space, self.search_tasks)
         print(f"protocol {self.evaluation_protocol}")
-        print(f"{len(ordered)} search points over {space} in {len(self.grid_points)} tasks, "
-              f"{self.search_seconds:g} s each; no decay is half_life_days={math.inf}")
+        print(f"search {self.search_space} from {self.search_start} in "
+              f"{len(self.grid_points)} tasks of {self.search_seconds:g} s")
         self.next(self.train, foreach="grid_points")
 
     @step
     def train(self):
-        """Fit and score this share of the search points on the validation split, within budget."""
-        from service.training import evaluation, search
+        """Search the space from the defaults (axes in this task's order) within the budget."""
+        from service.contract import PRIMARY_METRIC
+        from service.training import search
 
-        def score(point):
-            model = evaluation.scoring_model(point, self.seed).fit(
-                self.validation_log, items=self.catalogue)
-            return evaluation.ranking_metrics(model, self.validation_truth,
-                                              self.validation_as_of)
-
-        self.results = search.run(self.input, score, self.search_seconds)
+        self.results = search.run(self.search_space, self.search_start, self.input,
+                                  self._score, self.search_seconds, PRIMARY_METRIC)
         for result in self.results:
             print(result)
         self.next(self.join)
@@ -214,10 +217,13 @@ class LineupTrainFlow(FlowSpec):
         """Pick the point with the best validation NDCG@10 (ties: fewer components)."""
         from service.contract import PRIMARY_METRIC
 
-        self.search_results = [result for i in inputs for result in i.results]
+        axes = list(inputs[0].search_space)
+        scored = [inputs[0].search_start] + [result for i in inputs for result in i.results]
+        unique = {tuple(result[axis] for axis in axes): result for result in scored}
+        self.search_results = list(unique.values())
         best = max(self.search_results,
                    key=lambda r: (r[PRIMARY_METRIC], -r["n_components"]))
-        self.best_params = {axis: best[axis] for axis in inputs[0].input[0]}
+        self.best_params = {axis: best[axis] for axis in axes}
         print(f"searched {len(self.search_results)} points; best {self.best_params}: "
               f"validation NDCG@10 {best[PRIMARY_METRIC]:.4f}")
         # Everything else came unchanged from split: carry it forward.
@@ -256,6 +262,14 @@ class LineupTrainFlow(FlowSpec):
         # The big inputs are not needed downstream; keep the datastore small.
         self.train_log = self.validation_log = self.truth = self.validation_truth = None
         self.next(self.end)
+
+    def _score(self, point):
+        """Fit ``point`` on the validation split's training rows; return its validation metrics."""
+        from service.training import evaluation
+
+        model = evaluation.scoring_model(point, self.seed).fit(self.validation_log,
+                                                               items=self.catalogue)
+        return evaluation.ranking_metrics(model, self.validation_truth, self.validation_as_of)
 
     @step
     def end(self):

@@ -1,26 +1,26 @@
 """The hyperparameter search: which points, in which order, inside a time budget.
 
-The space has four axes: the SVD rank (``n_components``), the recency
-half-life in days (``inf``: no decay), the popularity prior's weight and the
-interaction weighting (raw strength, binary, log). The points come in a
-fixed order for a given seed: the estimator's defaults first, then every
-one-axis change of them (so each axis is explored even if the budget ends
-early), then random points of the full product. The flow deals them out
-round-robin to its ``foreach`` tasks; each task fits and scores its share
-until its time budget is spent, with BLAS held to one thread so that tasks
-running side by side do not fight over the cores.
+The space has five axes: the SVD rank (``n_components``), the recency
+half-life in days (``inf``: no decay), the half-life counted in each user's
+own later interactions (``user_half_life``, ``inf``: off), the popularity
+prior's weight and the interaction weighting (raw strength, binary, log).
+A full grid is hundreds of fits, so each ``foreach`` task runs a coordinate
+descent from the estimator's defaults: every value of one axis with the
+others fixed at the best so far, then the next axis, in passes until a pass
+changes nothing or the task's time budget is spent. The tasks take the axes
+in different (rotated) orders, so they walk different paths. BLAS is held to
+one thread per task so that tasks running side by side do not fight over
+the cores.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 from threadpoolctl import threadpool_limits
 
 logger = logging.getLogger(__name__)
@@ -45,51 +45,67 @@ def half_lives(text: str, span_days: float) -> list[float]:
     return [days for days in HALF_LIVES if days < span_days] + [math.inf]
 
 
-def points(space: dict[str, Sequence[Any]], default: dict[str, Any],
-           seed: int) -> list[dict[str, Any]]:
-    """Return each point of the space once: default, its one-axis changes, the rest shuffled."""
-    ordered = [dict(default)]
-    for axis, values in space.items():
-        ordered += [dict(default, **{axis: value}) for value in values
-                    if value != default[axis]]
-    rest = [dict(zip(space, combo)) for combo in itertools.product(*space.values())]
-    np.random.default_rng(seed).shuffle(rest)
-    seen, unique = set(), []
-    for point in ordered + rest:
-        key = tuple(sorted(point.items()))
-        if key not in seen:
-            seen.add(key)
-            unique.append(point)
-    return unique
+def orders(space: dict[str, Sequence[Any]], tasks: int) -> list[list[str]]:
+    """Return one axis order per task: the space's order rotated by the task's index.
 
-
-def deal(ordered: list[dict[str, Any]], tasks: int) -> list[list[dict[str, Any]]]:
-    """Deal the points round-robin to ``tasks`` shares, so each starts with early points."""
-    tasks = max(1, min(int(tasks), len(ordered)))
-    return [ordered[i::tasks] for i in range(tasks)]
-
-
-def run(share: list[dict[str, Any]], score: Callable[[dict[str, Any]], dict[str, Any]],
-        budget_seconds: float) -> list[dict[str, Any]]:
-    """Score the share's points in order until the budget is spent (at least one point).
-
-    A point is started only when the last point's duration still fits in the
-    budget. Each result is ``{**point, **score(point), "seconds": s}``.
+    Each task runs its own coordinate descent from the defaults; starting on a
+    different axis, the tasks explore different paths through the space.
     """
-    results: list[dict[str, Any]] = []
-    began = time.monotonic()
+    axes = list(space)
+    return [axes[i % len(axes):] + axes[:i % len(axes)] for i in range(max(1, int(tasks)))]
+
+
+def run(space: dict[str, Sequence[Any]], start: dict[str, Any], order: Sequence[str],
+        score: Callable[[dict[str, Any]], dict[str, Any]], budget_seconds: float,
+        metric: str) -> list[dict[str, Any]]:
+    """Coordinate descent from ``start``: try each value of each axis in ``order``, keep the best.
+
+    ``start`` is a scored point (``{**params, **metrics}``, see :func:`timed`),
+    so parallel tasks do not all score it again. Passes repeat until one
+    changes nothing or the budget is spent. The first point is always scored
+    and the budget runs from its end (a process's first fit pays for imports
+    and warm-up, several seconds under load); after that a point is started
+    only when the previous one's duration still fits. Returns the newly
+    scored points, each ``{**point, **score(point), "seconds": s}``.
+    """
+    axes = list(space)
+    results: dict[tuple, dict[str, Any]] = {tuple(sorted((a, start[a]) for a in axes)): start}
+    began = None
     last = 0.0
+
+    def scored(point: dict[str, Any]) -> dict[str, Any] | None:
+        nonlocal began, last
+        key = tuple(sorted(point.items()))
+        if key not in results:
+            if began is not None and time.monotonic() - began + last > budget_seconds:
+                return None
+            results[key] = timed(score, point)
+            last = 0.0 if began is None else results[key]["seconds"]
+            began = time.monotonic() if began is None else began
+            logger.info("%s", results[key])
+        return results[key]
+
     with threadpool_limits(limits=1):
-        for point in share:
-            elapsed = time.monotonic() - began
-            if results and elapsed + last > budget_seconds:
-                break
-            tick = time.monotonic()
-            metrics = score(point)
-            last = time.monotonic() - tick
-            results.append({**point, **metrics, "seconds": round(last, 3)})
-            logger.info("%s: %s", point, metrics)
-    if len(results) < len(share):
-        logger.info("time budget %.0f s spent after %d of %d points", budget_seconds,
-                    len(results), len(share))
-    return results
+        best = start
+        moved = True
+        while moved:
+            moved = False
+            for axis in order:
+                for value in space[axis]:
+                    result = scored(dict({a: best[a] for a in axes}, **{axis: value}))
+                    if result is None:
+                        logger.info("time budget %.0f s spent after %d points",
+                                    budget_seconds, len(results))
+                        return list(results.values())[1:]
+                    if result[metric] > best[metric]:
+                        best, moved = result, True
+    return list(results.values())[1:]
+
+
+def timed(score: Callable[[dict[str, Any]], dict[str, Any]],
+          point: dict[str, Any]) -> dict[str, Any]:
+    """Return ``{**point, **score(point), "seconds": how long it took}``, with one BLAS thread."""
+    with threadpool_limits(limits=1):
+        tick = time.monotonic()
+        metrics = score(point)
+    return {**point, **metrics, "seconds": round(time.monotonic() - tick, 3)}
