@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from service.training.data import Interactions, load_interactions
+from service.training.data import Interactions, load_interactions, load_items
 
 SPLITS = ("last5", "time10")
 
@@ -98,9 +98,13 @@ def _matrix(log: Interactions, train: np.ndarray):
     return matrix, {u: i for i, u in enumerate(user_ids.tolist())}, item_ids
 
 
-def baselines(log: Interactions, train: np.ndarray, users: list[str],
+def baselines(log: Interactions, train: np.ndarray, users: list[str], upcoming=None,
               ranks: tuple[int, ...] = (16, 32, 64, 128)) -> dict[str, list[list[str]]]:
-    """Return top-10 lists of popularity and a truncated SVD of each rank, seen items excluded."""
+    """Return top-10 lists of popularity and a truncated SVD of each rank.
+
+    Seen items are excluded, and so are items outside ``upcoming`` (a set of
+    ids; None: every item).
+    """
     from sklearn.decomposition import TruncatedSVD
 
     matrix, index, item_ids = _matrix(log, train)
@@ -108,6 +112,8 @@ def baselines(log: Interactions, train: np.ndarray, users: list[str],
     lists: dict[str, list[list[str]]] = {"popularity": []}
     rows = [index[user] for user in users]
     had = matrix[rows].toarray() > 0
+    if upcoming is not None:
+        had |= ~np.isin(item_ids, list(upcoming))[None, :]
     scores = np.where(had, -np.inf, popularity)
     lists["popularity"] = [item_ids[np.argsort(-s, kind="stable")[:10]].tolist() for s in scores]
     for rank in ranks:
@@ -151,8 +157,12 @@ def audit(interactions: str, items: str | None, split: str, seed: int,
     run = metaflow.Run(pathspec)
     model = run.data.model
     as_of = -np.inf if split == "last5" or items is None else float(log.timestamp[train].max())
+    upcoming = None
+    if items and split != "last5":
+        catalogue = load_items(items)
+        upcoming = set(catalogue.item_id[catalogue.starts_at > as_of].tolist())
     lists = {"lineup": [model.recommend(user, 10, as_of).item_ids.tolist() for user in users],
-             **baselines(log, train, users)}
+             **baselines(log, train, users, upcoming)}
     ndcg = {name: np.array([ndcg_at_10(ranked, truth[user]) for ranked, user in
                             zip(got, users)]) for name, got in lists.items()}
     best_svd = max((name for name in ndcg if name.startswith("svd")),
