@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from service.training.data import DataError, load_interactions, load_items, parse_columns
+from service.training.csv_files import DataError, parse_columns
+from service.training.data import load_interactions, load_items
 
 GOOD_ROWS = "u1,e1,2026-11-20T13:05:00Z,5.0\nu2,e2,2026-11-21T08:00:00Z,1.0\n"
 

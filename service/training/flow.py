@@ -113,13 +113,13 @@ class LineupTrainFlow(FlowSpec):
         from service import contract
         from service.contract import iso_timestamp
         from service.recommender import EventRecommender
-        from service.training import data, sample_data
+        from service.training import csv_files, data, sample_data
 
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         if self.interactions:
             try:
-                with data.local_copies(self.interactions, self.items) as (interactions, items):
-                    columns = data.parse_columns(self.columns)
+                with csv_files.local_copies(self.interactions, self.items) as (interactions, items):
+                    columns = csv_files.parse_columns(self.columns)
                     kinds = tuple(kind for kind in self.seen_kinds.split(",") if kind.strip())
                     self.log = data.load_interactions(interactions, columns, kinds)
                     self.catalogue = data.load_items(items, columns) if items else None
@@ -128,7 +128,7 @@ class LineupTrainFlow(FlowSpec):
                         with open(path, "rb") as handle:
                             for block in iter(lambda: handle.read(1 << 20), b""):
                                 digest.update(block)
-            except data.DataError as error:
+            except csv_files.DataError as error:
                 raise BadTrainingData(str(error)) from None
             source = ",".join(filter(None, (self.interactions, self.items)))
             # "Now" is just after the last interaction of a real data set.
