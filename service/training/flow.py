@@ -162,7 +162,7 @@ class LineupTrainFlow(FlowSpec):
 
     @step
     def split(self):
-        """Hold out enough evaluation users, carve the validation split, deal the search points."""
+        """Hold out enough evaluation users, carve the validation split, score the defaults."""
         from service.recommender import EventRecommender
         from service.training import evaluation, protocol, search
 
@@ -190,10 +190,10 @@ class LineupTrainFlow(FlowSpec):
             "popularity_weight": search.parse_list(self.popularity_weights),
             "n_components": search.parse_list(self.grid, int),
             "weighting": search.parse_list(self.weightings, str)}
-        defaults = EventRecommender().get_params()
-        self.search_start = {axis: defaults[axis] for axis in self.search_space}
         # Each foreach task walks the space from the defaults, axes in its own order.
-        self.search_start = search.timed(self._score, self.search_start)
+        defaults = EventRecommender().get_params()
+        self.search_start = search.timed(
+            self._score, {axis: defaults[axis] for axis in self.search_space})
         self.grid_points = search.orders(self.search_space, self.search_tasks)
         print(f"protocol {self.evaluation_protocol}")
         print(f"search {self.search_space} from {self.search_start} in "
@@ -239,24 +239,20 @@ class LineupTrainFlow(FlowSpec):
         saw. The served model is refitted on everything, so it knows the newest
         items and users; ``self.truth`` and ``golden_users`` are still here.
         """
-        from service.contract import METRIC_KEYS
         from service.recommender import EventRecommender, PopularityRecommender
         from service.training import bootstrap, evaluation
 
-        scored = {}
-        for name, estimator in (
-                ("model", evaluation.scoring_model(self.best_params, self.seed)),
-                ("baseline", PopularityRecommender())):
-            fitted = estimator.fit(self.train_log, items=self.catalogue)
-            per_user = evaluation.per_user_metrics(fitted, self.truth, self.holdout_start)
-            summary = evaluation.summarise(fitted, per_user, self.holdout_start)
-            scored[name] = ({key: summary[key] for key in (*METRIC_KEYS, "users")},
-                            {key: per_user[key] for key in evaluation.INTERVAL_METRICS})
-        (self.holdout_metrics, model_users), (self.baseline_metrics, base_users) = (
-            scored["model"], scored["baseline"])
-        self.holdout_intervals = bootstrap.mean_intervals(model_users, seed=self.seed)
-        self.baseline_difference = bootstrap.paired_difference(model_users, base_users,
-                                                               seed=self.seed)
+        model = evaluation.scoring_model(self.best_params, self.seed).fit(
+            self.train_log, items=self.catalogue)
+        baseline = PopularityRecommender().fit(self.train_log, items=self.catalogue)
+        model_users = evaluation.per_user_metrics(model, self.truth, self.holdout_start)
+        base_users = evaluation.per_user_metrics(baseline, self.truth, self.holdout_start)
+        self.holdout_metrics = evaluation.summarise(model, model_users, self.holdout_start)
+        self.baseline_metrics = evaluation.summarise(baseline, base_users, self.holdout_start)
+        paired = [{key: users[key] for key in evaluation.INTERVAL_METRICS}
+                  for users in (model_users, base_users)]
+        self.holdout_intervals = bootstrap.mean_intervals(paired[0], seed=self.seed)
+        self.baseline_difference = bootstrap.paired_difference(*paired, seed=self.seed)
         self.model = EventRecommender(**self.best_params, random_state=self.seed).fit(
             self.log, items=self.catalogue)
         # The big inputs are not needed downstream; keep the datastore small.
