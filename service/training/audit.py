@@ -8,7 +8,7 @@ its own NDCG@10 against popularity and a truncated SVD, with paired
 bootstrap intervals over users. ::
 
     python -m service.training.audit --interactions ratings.csv [--items items.csv]
-        [--split last5|time10] [--seed 0] [--home DIR]
+        [--split last5|time10] [--seed 0] [--home DIR] [flow options, e.g. --search_seconds 30]
 
 The tests use :func:`ndcg_at_10`, :func:`split_log` and :func:`interval` to
 check that the flow's stored metric agrees with this protocol.
@@ -138,8 +138,8 @@ def _write_train(log: Interactions, train: np.ndarray, path: Path) -> Path:
     return path
 
 
-def audit(interactions: str, items: str | None, split: str, seed: int,
-          home: str) -> dict[str, Any]:
+def audit(interactions: str, items: str | None, split: str, seed: int, home: str,
+          flow_args: tuple[str, ...] = ()) -> dict[str, Any]:
     """Train the flow on the split's training rows and score everything on its held-out users."""
     from service import config
     from service.training.runner import train as run_flow
@@ -150,7 +150,8 @@ def audit(interactions: str, items: str | None, split: str, seed: int,
     settings = config.load({"LINEUP_HOME": home, "METAFLOW_USER": "audit"})
     with tempfile.TemporaryDirectory() as scratch:
         path = _write_train(log, train, Path(scratch) / "train.csv")
-        pathspec = run_flow(settings, interactions=str(path), items=items, seed=seed)
+        pathspec = run_flow(settings, interactions=str(path), items=items, seed=seed,
+                            extra_args=flow_args)
     config.apply_metaflow(settings)
     import metaflow
 
@@ -185,10 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", choices=SPLITS, default="last5", help="held-out rows")
     parser.add_argument("--seed", type=int, default=0, help="the flow's seed")
     parser.add_argument("--home", default=None, help="LINEUP_HOME for the runs (a temp dir)")
-    args = parser.parse_args(argv)
+    args, flow_args = parser.parse_known_args(argv)
     with tempfile.TemporaryDirectory() as scratch:
         report = audit(args.interactions, args.items, args.split, args.seed,
-                       args.home or scratch)
+                       args.home or scratch, tuple(flow_args))
     print(json.dumps(report, indent=1, default=str))
     return 0
 
