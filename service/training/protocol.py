@@ -76,36 +76,40 @@ def choose(log: Interactions, end: float, *, holdout_days: float, min_users: int
     The description records the kind, its size (days or k), the number of
     evaluation users and of held-out rows.
     """
-    best = None
     days = float(holdout_days)
-    while True:
-        start = end - days * _DAY
-        share = float(np.mean(log.timestamp >= start)) if len(log) else 0.0
-        if share > max_share and best is not None:
-            break
-        split = time_window(log, start)
-        split.description.update(days=days)
-        if best is None or len(split.truth) > len(best.truth):
-            best = split
-        if len(split.truth) >= min_users or share > max_share or share >= 1.0:
-            break
+    best = _window(log, end, days)
+    while len(best.truth) < min_users:
         days *= 2
+        share = float(np.mean(log.timestamp >= end - days * _DAY))
+        if share > max_share or share >= 1.0:
+            break
+        split = _window(log, end, days)
+        if len(split.truth) > len(best.truth):
+            best = split
     if len(best.truth) < min_users:
         fallback = last_k(log, k)
         if len(fallback.truth) > len(best.truth):
             best = fallback
-    held_out = len(log) - len(best.train)
-    best.description.update(users=len(best.truth), held_out_rows=held_out,
-                            min_users=int(min_users))
-    return best
+    return _described(best, log, min_users)
+
+
+def _window(log: Interactions, end: float, days: float) -> Split:
+    """Hold out the last ``days`` before ``end``, recording the size."""
+    split = time_window(log, end - days * _DAY)
+    split.description.update(days=days)
+    return split
+
+
+def _described(split: Split, log: Interactions, min_users: int) -> Split:
+    """Record the split's evaluation users and held-out rows in its description."""
+    split.description.update(users=len(split.truth), held_out_rows=len(log) - len(split.train),
+                             min_users=int(min_users))
+    return split
 
 
 def nested(test: Split, *, min_users: int, k: int, max_share: float) -> Split:
     """Carve the validation split from ``test.train`` by the same kind of rule as ``test``."""
     if test.description["kind"] == "last_k":
-        split = last_k(test.train, k)
-        split.description.update(users=len(split.truth), min_users=int(min_users),
-                                 held_out_rows=len(test.train) - len(split.train))
-        return split
+        return _described(last_k(test.train, k), test.train, min_users)
     return choose(test.train, test.as_of, holdout_days=test.description["days"],
                   min_users=min_users, k=k, max_share=max_share)
