@@ -98,7 +98,7 @@ class LineupTrainFlow(FlowSpec):
                            help="Interaction weightings to search: raw strength, log, binary")
     search_tasks = Parameter("search_tasks", default=2, type=int,
                              help="Parallel search tasks (foreach), each with one BLAS thread")
-    search_seconds = Parameter("search_seconds", default=15.0, type=float,
+    search_seconds = Parameter("search_seconds", default=10.0, type=float,
                                help="Time budget of each search task, in seconds")
 
     @step
