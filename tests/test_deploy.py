@@ -28,7 +28,7 @@ PARAMETERS = {"interactions", "items", "as_of", "seed", "sample_users", "sample_
               "sample_interactions", "holdout_days", "grid", "columns", "seen_kinds",
               "min_eval_users", "holdout_last", "max_holdout_share", "half_lives",
               "user_half_lives", "popularity_weights", "weightings", "search_tasks",
-              "search_seconds"}
+              "search_seconds", "search_users"}
 #: What ``@schedule(daily=True)`` becomes: 00:00 UTC every day. EventBridge
 #: takes the six-field form; Argo keeps the first five fields.
 DAILY_EVENTBRIDGE = "cron(0 0 * * ? *)"

@@ -107,11 +107,17 @@ def ranking_metrics(model: Any, truth: dict[str, np.ndarray], as_of: float,
     return summarise(model, per_user_metrics(model, truth, as_of, k), as_of)
 
 
-def golden_users(truth: dict[str, np.ndarray], count: int = 50,
-                 seed: int = 0) -> list[dict[str, Any]]:
-    """Pick about ``count`` held-out users, deterministically, as the gate's golden users."""
+def sample_users(truth: dict[str, np.ndarray], count: int,
+                 seed: int = 0) -> dict[str, np.ndarray]:
+    """Return ``truth`` restricted to about ``count`` of its users, drawn deterministically."""
     users = np.array(sorted(truth))
     if users.size > count:
         users = np.sort(np.random.default_rng(seed).choice(users, size=count, replace=False))
-    return [{"user_id": str(user), "holdout_items": [str(i) for i in truth[str(user)]]}
-            for user in users]
+    return {str(user): truth[str(user)] for user in users}
+
+
+def golden_users(truth: dict[str, np.ndarray], count: int = 50,
+                 seed: int = 0) -> list[dict[str, Any]]:
+    """Pick about ``count`` held-out users, deterministically, as the gate's golden users."""
+    return [{"user_id": user, "holdout_items": [str(i) for i in items]}
+            for user, items in sample_users(truth, count, seed).items()]

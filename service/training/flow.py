@@ -96,6 +96,9 @@ class LineupTrainFlow(FlowSpec):
                                    help="Popularity prior weights to search")
     weightings = Parameter("weightings", default="raw,log,binary",
                            help="Interaction weightings to search: raw strength, log, binary")
+    search_users = Parameter("search_users", default=5000, type=int,
+                             help="Validation users the search scores each point on (a seeded "
+                                  "sample when there are more); the holdout scores all of its")
     search_tasks = Parameter("search_tasks", default=2, type=int,
                              help="Parallel search tasks (foreach), each with one BLAS thread")
     search_seconds = Parameter("search_seconds", default=10.0, type=float,
@@ -178,9 +181,11 @@ class LineupTrainFlow(FlowSpec):
             raise ValueError(f"no known user saw anything new in the validation split "
                              f"({validation.description}); cannot tune")
         self.train_log, self.truth, self.holdout_start = test.train, test.truth, test.as_of
-        self.validation_log, self.validation_truth = validation.train, validation.truth
-        self.validation_as_of = validation.as_of
-        self.evaluation_protocol = dict(test.description, validation=validation.description)
+        self.validation_log, self.validation_as_of = validation.train, validation.as_of
+        self.validation_truth = evaluation.sample_users(validation.truth, self.search_users,
+                                                        self.seed)
+        self.evaluation_protocol = dict(test.description, validation=dict(
+            validation.description, scored_users=len(self.validation_truth)))
         self.golden_users = evaluation.golden_users(self.truth, 50, self.seed)
         span_days = (float(validation.train.timestamp.max())
                      - float(validation.train.timestamp.min())) / 86_400.0
