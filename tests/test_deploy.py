@@ -24,7 +24,7 @@ import pytest
 
 FLOW_FILE = Path(__file__).resolve().parent.parent / "service" / "training" / "flow.py"
 STEPS = ("start", "split", "train", "join", "evaluate", "end")
-PARAMETERS = {"interactions", "items", "as_of", "seed", "sample_users", "sample_events",
+PARAMETERS = {"interactions", "items", "as_of", "model", "seed", "sample_users", "sample_events",
               "sample_interactions", "holdout_days", "grid", "columns", "seen_kinds",
               "min_eval_users", "holdout_last", "max_holdout_share", "half_lives",
               "user_half_lives", "popularity_weights", "weightings", "search_tasks",

@@ -52,16 +52,19 @@ def holdout_truth(train: Interactions, holdout: Interactions) -> dict[str, np.nd
     return truth
 
 
-def scoring_model(params: dict[str, Any], seed: int) -> Any:
-    """Return an unfitted EventRecommender with ``params`` for measuring, not serving.
+def scoring_model(model_class: str, params: dict[str, Any], seed: int) -> Any:
+    """Return an unfitted servable with ``params`` for measuring, not serving.
 
-    It skips the fit-time ranking and the taste clusters: neither changes a
-    known user's list (the ranking is exact, the gate checks it), and a
-    measuring fit is asked only for its evaluation users.
+    Where the class has them, it skips the fit-time ranking and the taste
+    clusters: neither changes a known user's list (the ranking is exact, the
+    gate checks it), and a measuring fit is asked only for its evaluation users.
     """
-    from service.recommender import EventRecommender
+    from service.servable import servable_class
 
-    return EventRecommender(**params, n_clusters=1, n_ranked=0, random_state=seed)
+    estimator = servable_class(model_class)(**params, random_state=seed)
+    cheaper = {"n_clusters": 1, "n_ranked": 0}
+    return estimator.set_params(**{name: value for name, value in cheaper.items()
+                                   if name in estimator.get_params()})
 
 
 def per_user_metrics(model: Any, truth: dict[str, np.ndarray], as_of: float,

@@ -9,6 +9,7 @@ from metaflow import FlowSpec, Parameter, schedule, step
 from metaflow.exception import MetaflowException
 
 from service.config import load as load_settings
+from service.servable import DEFAULT_SERVABLE, SERVABLES
 
 #: Read when the flow is run or deployed: a scheduled deployment bakes these in.
 SETTINGS = load_settings()
@@ -78,6 +79,9 @@ class LineupTrainFlow(FlowSpec):
     holdout_days = Parameter("holdout_days", default=7.0, type=float,
                              help="First size of the held-out time window, in days (it doubles "
                                   "until it has min_eval_users)")
+    model_kind = Parameter(
+        "model", default=DEFAULT_SERVABLE,
+        help=f"The servable to train, by its registered name ({', '.join(SERVABLES)})")
     min_eval_users = Parameter("min_eval_users", default=500, type=int,
                                help="Evaluation users the holdout (and validation) should have")
     holdout_last = Parameter("holdout_last", default=5, type=int,
@@ -115,7 +119,7 @@ class LineupTrainFlow(FlowSpec):
 
         from service import contract
         from service.contract import iso_timestamp
-        from service.recommender import EventRecommender
+        from service.servable import servable_class
         from service.training import csv_files, data, sample_data
 
         logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -159,14 +163,15 @@ class LineupTrainFlow(FlowSpec):
             "source": source,
         }
         self.library_versions = contract.library_versions()
-        self.schema_version = EventRecommender.SCHEMA_VERSION
+        self.model_class = self.model_kind
+        self.schema_version = servable_class(self.model_class).SCHEMA_VERSION
         print(f"Loaded {self.data_fingerprint}")
         self.next(self.split)
 
     @step
     def split(self):
         """Hold out enough evaluation users, carve the validation split, score the defaults."""
-        from service.recommender import EventRecommender
+        from service.servable import servable_class
         from service.training import evaluation, protocol, search
 
         test = protocol.choose(self.log, self.as_of, holdout_days=self.holdout_days,
@@ -189,14 +194,16 @@ class LineupTrainFlow(FlowSpec):
         self.golden_users = evaluation.golden_users(self.truth, 50, self.seed)
         span_days = (float(validation.train.timestamp.max())
                      - float(validation.train.timestamp.min())) / 86_400.0
-        self.search_space = {
+        space = {
             "half_life_days": search.half_lives(self.half_lives, span_days),
             "user_half_life": search.parse_list(self.user_half_lives),
             "popularity_weight": search.parse_list(self.popularity_weights),
             "n_components": search.parse_list(self.grid, int),
             "weighting": search.parse_list(self.weightings, str)}
-        # Each foreach task walks the space from the defaults, axes in its own order.
-        defaults = EventRecommender().get_params()
+        # The axes this servable has; each foreach task walks them from its
+        # defaults, in its own order.
+        defaults = servable_class(self.model_class)().get_params()
+        self.search_space = {axis: values for axis, values in space.items() if axis in defaults}
         self.search_start = search.timed(
             self._score, {axis: defaults[axis] for axis in self.search_space})
         self.grid_points = search.orders(self.search_space, self.search_tasks)
@@ -227,7 +234,7 @@ class LineupTrainFlow(FlowSpec):
         unique = {tuple(result[axis] for axis in axes): result for result in scored}
         self.search_results = list(unique.values())
         best = max(self.search_results,
-                   key=lambda r: (r[PRIMARY_METRIC], -r["n_components"]))
+                   key=lambda r: (r[PRIMARY_METRIC], -r.get("n_components", 0)))
         self.best_params = {axis: best[axis] for axis in axes}
         print(f"searched {len(self.search_results)} points; best {self.best_params}: "
               f"validation NDCG@10 {best[PRIMARY_METRIC]:.4f}")
@@ -244,10 +251,11 @@ class LineupTrainFlow(FlowSpec):
         saw. The served model is refitted on everything, so it knows the newest
         items and users; ``self.truth`` and ``golden_users`` are still here.
         """
-        from service.recommender import EventRecommender, PopularityRecommender
+        from service.recommender import PopularityRecommender
+        from service.servable import servable_class
         from service.training import bootstrap, evaluation
 
-        model = evaluation.scoring_model(self.best_params, self.seed).fit(
+        model = evaluation.scoring_model(self.model_class, self.best_params, self.seed).fit(
             self.train_log, items=self.catalogue)
         baseline = PopularityRecommender().fit(self.train_log, items=self.catalogue)
         model_users = evaluation.per_user_metrics(model, self.truth, self.holdout_start)
@@ -258,8 +266,8 @@ class LineupTrainFlow(FlowSpec):
                   for users in (model_users, base_users)]
         self.holdout_intervals = bootstrap.mean_intervals(paired[0], seed=self.seed)
         self.baseline_difference = bootstrap.paired_difference(*paired, seed=self.seed)
-        self.model = EventRecommender(**self.best_params, random_state=self.seed).fit(
-            self.log, items=self.catalogue)
+        self.model = servable_class(self.model_class)(
+            **self.best_params, random_state=self.seed).fit(self.log, items=self.catalogue)
         # The big inputs are not needed downstream; keep the datastore small.
         self.train_log = self.validation_log = self.truth = self.validation_truth = None
         self.next(self.end)
@@ -268,8 +276,8 @@ class LineupTrainFlow(FlowSpec):
         """Fit ``point`` on the validation split's training rows; return its validation metrics."""
         from service.training import evaluation
 
-        model = evaluation.scoring_model(point, self.seed).fit(self.validation_log,
-                                                               items=self.catalogue)
+        model = evaluation.scoring_model(self.model_class, point, self.seed).fit(
+            self.validation_log, items=self.catalogue)
         return evaluation.ranking_metrics(model, self.validation_truth, self.validation_as_of)
 
     @step
