@@ -158,15 +158,24 @@ def metrics_section(claimed: Mapping[str, Any]) -> str:
     rows = "".join(
         f"<tr><td>{_e(key)}</td><td class='num'>{_value(model.get(key))}</td>"
         f"<td>{_value(intervals.get(key))}</td><td class='num'>{_value(baseline.get(key))}</td>"
-        f"<td>{_value(difference.get(key))}</td></tr>"
+        f"<td>{_difference(difference.get(key))}</td></tr>"
         for key in keys)
-    chart = bar_chart("holdout metrics the run claims", keys,
-                      {"model": [_float(model.get(key)) for key in keys],
-                       "popularity": [_float(baseline.get(key)) for key in keys]})
+    # Only the rates share a scale; counts such as "users" stay in the table.
+    charted = [key for key in keys if key in METRIC_KEYS]
+    chart = bar_chart("holdout metrics the run claims", charted,
+                      {"model": [_float(model.get(key)) for key in charted],
+                       "popularity": [_float(baseline.get(key)) for key in charted]})
     return ("<h2>Holdout metrics the run claims</h2>"
             "<table><tr><th>metric</th><th>model</th><th>model 95% interval</th>"
             "<th>popularity</th><th>model - popularity (95% interval)</th></tr>"
             f"{rows}</table>{chart}")
+
+
+def _difference(value: Any) -> str:
+    """Show a paired difference ``{"mean", "low", "high"}`` as "mean [low, high]"."""
+    if isinstance(value, Mapping) and value.get("mean") is not None:
+        return f"{_value(value['mean'])} {_interval(value.get('low'), value.get('high'))}"
+    return _value(value)
 
 
 def _interval(low: Any, high: Any) -> str:
