@@ -163,11 +163,14 @@ class LineupTrainFlow(FlowSpec):
         from service.contract import METRIC_KEYS
         from service.recommender import EventRecommender
         from service.training import evaluation
+        from service.training.probes import build_probes
 
         baseline = evaluation.baseline_metrics(
             self.train_log, self.truth, self.holdout_start, items=self.catalogue)
         self.baseline_metrics = {key: baseline[key] for key in METRIC_KEYS}
         self.model = EventRecommender(**self.best_params).fit(self.log, items=self.catalogue)
+        # What the gate recomputes on the artifact it loads (service/training/probes.py).
+        self.gate_probes = build_probes(self.model, self.log, self.golden_users)
         # The big inputs are not needed downstream; keep the datastore small.
         self.train_log = self.truth = None
         self.next(self.end)

@@ -1,0 +1,160 @@
+"""The gate's probes: a measure of the served model that the gate can recompute on the artifact.
+
+The flow's holdout metrics describe a model fitted before the holdout; the
+served model is refitted on everything, so nothing else measures it. At fit
+time the flow samples probe users (the golden users, then the most recently
+active) with each one's own most recent items, and stores how highly the
+served model ranks those items among the whole catalogue (NDCG@10, bought
+items not set aside), per user, beside the same measure for the popularity
+baseline. The gate recomputes the measure on the model it loaded: a model
+changed after evaluation (users' or items' factors shuffled, another data
+set's model, a cut catalogue, popularity in disguise) scores far below the
+claim, or not above popularity, on the same users.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+#: Users probed: the golden users first, then the most recently active.
+PROBE_USERS = 300
+#: Each probe user's own most recent distinct items, the targets of the measure.
+RECENT_ITEMS = 5
+#: The list length the measure ranks to.
+K = 10
+#: Bootstrap resamples of the users for a 95% interval.
+RESAMPLES = 1000
+#: The measure's name in reports.
+MEASURE = f"probe ndcg@{K}"
+
+
+def _positions(known: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Return each wanted id's index in ``known`` (any order), -1 when absent."""
+    wanted = np.asarray(wanted).astype(str)
+    if known.size == 0 or wanted.size == 0:
+        return np.full(wanted.shape, -1, dtype=np.int64)
+    order = np.argsort(known, kind="stable")
+    ordered = known[order]
+    at = np.minimum(np.searchsorted(ordered, wanted), ordered.size - 1)
+    return np.where(ordered[at] == wanted, order[at], -1).astype(np.int64)
+
+
+def user_rows(model: Any, user_ids: Sequence[str]) -> np.ndarray:
+    """Return each user's row in the model, -1 for a user it does not know."""
+    return _positions(np.asarray(model.user_ids_).astype(str), np.asarray(user_ids, dtype=str))
+
+
+def item_columns(model: Any, item_ids: Sequence[str]) -> np.ndarray:
+    """Return each item's column in the model, -1 for an item not in its catalogue."""
+    return _positions(np.asarray(model.item_ids_).astype(str), np.asarray(item_ids, dtype=str))
+
+
+def _targets(model: Any, items: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
+    """Return (columns padded with -1, how many items each user lists)."""
+    counts = np.array([len(row) for row in items], dtype=np.int64)
+    width = int(max(counts.max(initial=0), 1))
+    flat = [str(item) for row in items for item in row]
+    columns = np.full((len(items), width), -1, dtype=np.int64)
+    mask = np.arange(width)[None, :] < counts[:, None]
+    columns[mask] = item_columns(model, flat)
+    return columns, counts
+
+
+def _ndcg(scores: np.ndarray, columns: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Return per-user NDCG@K of the target columns under ``scores`` (users x items).
+
+    Ties count against the target (its rank is the number of items scoring
+    at least as high, itself aside), so a model scoring every item alike
+    gains nothing; an unknown or non-finite target is a miss.
+    """
+    gains = np.zeros(columns.shape[0])
+    rows = np.arange(columns.shape[0])
+    for slot in range(columns.shape[1]):
+        column = columns[:, slot]
+        target = np.where(column >= 0, scores[rows, np.maximum(column, 0)], np.nan)
+        rank = (scores >= target[:, None]).sum(axis=1) - 1
+        hit = np.isfinite(target) & (rank < K)
+        gains += np.where(hit, 1.0 / np.log2(np.maximum(rank, 0) + 2.0), 0.0)
+    ideal = np.cumsum(1.0 / np.log2(np.arange(2, K + 2)))
+    best = ideal[np.clip(counts, 1, K) - 1]
+    return np.where(counts > 0, gains / best, 0.0)
+
+
+def model_ndcg(model: Any, users: Sequence[str], items: Sequence[Sequence[str]]) -> np.ndarray:
+    """Return per-user NDCG@K of each user's own items as the model ranks the whole catalogue.
+
+    A known user's scores are the factors' (``user_factors_ @ item_factors_.T
+    + item_bias_``), the scores recommend ranks before it sets bought and past
+    events aside; a user the model does not know gets its cold-start
+    popularity, as a request would.
+    """
+    rows = user_rows(model, users)
+    columns, counts = _targets(model, items)
+    popularity = np.asarray(model.item_popularity_, dtype=np.float32)
+    scores = np.tile(popularity, (len(users), 1))
+    known = rows >= 0
+    if known.any():
+        factors = np.asarray(model.user_factors_)[rows[known]]
+        scores[known] = factors @ np.asarray(model.item_factors_).T
+        bias = getattr(model, "item_bias_", None)
+        if bias is not None:
+            scores[known] += np.asarray(bias)
+    return _ndcg(scores, columns, counts)
+
+
+def popularity_ndcg(model: Any, users: Sequence[str],
+                    items: Sequence[Sequence[str]]) -> np.ndarray:
+    """Return per-user NDCG@K of each user's own items ranked by recency-weighted popularity."""
+    columns, counts = _targets(model, items)
+    popularity = np.asarray(model.item_popularity_, dtype=np.float32)
+    return _ndcg(np.tile(popularity, (len(users), 1)), columns, counts)
+
+
+def bootstrap_interval(values: Sequence[float], seed: int = 0) -> tuple[float, float]:
+    """Return the 95% percentile bootstrap interval of the mean of ``values`` over users."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return (float("nan"), float("nan"))
+    picks = np.random.default_rng(seed).integers(0, values.size, (RESAMPLES, values.size))
+    means = values[picks].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return (float(low), float(high))
+
+
+def _probe_users(log: Any, golden: Sequence[str], count: int) -> tuple[list[str], list[list[str]]]:
+    """Pick the golden users, then the most recently active, each with own recent items."""
+    users = np.asarray(log.user_vocab).astype(str)[np.asarray(log.user_codes)]
+    items = np.asarray(log.item_vocab).astype(str)[np.asarray(log.item_codes)]
+    order = np.lexsort((items, -np.asarray(log.timestamp, dtype=np.float64), users))
+    users, items = users[order], items[order]
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    latest = np.asarray(log.timestamp, dtype=np.float64)[order][starts]
+    by_recency = users[starts][np.lexsort((users[starts], -latest))]
+    chosen = list(dict.fromkeys([u for u in golden if u in set(users[starts])]
+                                + by_recency.tolist()))[:count]
+    first = dict(zip(users[starts].tolist(), starts.tolist()))
+    ends = dict(zip(users[starts].tolist(), np.r_[starts[1:], users.size].tolist()))
+    own = [list(dict.fromkeys(items[first[u]:ends[u]].tolist()))[:RECENT_ITEMS] for u in chosen]
+    return chosen, own
+
+
+def build_probes(model: Any, log: Any, golden_users: Sequence[dict[str, Any]], *,
+                 count: int = PROBE_USERS) -> dict[str, Any]:
+    """Return the ``gate_probes`` artifact for the served ``model`` fitted on ``log``.
+
+    ``users`` and ``items`` are what the gate recomputes the measure on;
+    ``model`` and ``popularity`` are the per-user values measured here, the
+    claim the gate holds the loaded artifact to.
+    """
+    golden = [str(user["user_id"]) for user in golden_users]
+    users, items = _probe_users(log, golden, count)
+    claimed = model_ndcg(model, users, items)
+    popularity = popularity_ndcg(model, users, items)
+    return {"measure": MEASURE, "users": users, "items": items,
+            "golden_users": sum(user in set(golden) for user in users),
+            "model": [round(float(v), 6) for v in claimed],
+            "popularity": [round(float(v), 6) for v in popularity],
+            "model_interval": list(bootstrap_interval(claimed))}
