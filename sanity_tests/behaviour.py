@@ -123,7 +123,7 @@ def check_deterministic(model: Any, context: RunContext) -> None:
 
 
 def check_ranking_matches_scoring(model: Any, context: RunContext) -> None:
-    """Require each golden user's list read from the fit-time ranking to be the scored one.
+    """Require each golden and probe user's list from the fit-time ranking to be the scored one.
 
     Both lists are the user's top n, so their scores agree; items may differ
     only where scores tie at the cut.
@@ -147,10 +147,13 @@ def check_ranking_matches_scoring(model: Any, context: RunContext) -> None:
                     ", ".join(sorted(ranked_ids - scored_ids)[:3])}
         return {}
 
-    user_ids = golden_user_ids(context)
+    # The probe users too: the gate measures the factors on them, so their
+    # ranking, which requests read, must follow the factors as well.
+    probed = [str(user) for user in (context.probes or {}).get("users", ())]
+    user_ids = list(dict.fromkeys(golden_user_ids(context) + probed))
     per_user = _each_user(model, context, user_ids, judge)
     if per_user:
-        raise CheckFailure(_summarise(per_user, len(user_ids), "golden users")
+        raise CheckFailure(_summarise(per_user, len(user_ids), "golden and probe users")
                            + "; the fit-time ranking disagrees with the model's factors")
 
 

@@ -17,6 +17,8 @@ from sanity_tests.context import CheckFailure, Measure, RunContext
 from service.contract import PROBES_ARTIFACT
 from service.training import probes
 
+#: The model's arrays the probe measure scores with (service/training/probes.py).
+SCORED_BY = ("user_ids_", "item_ids_", "user_factors_", "item_factors_", "item_popularity_")
 #: A run must probe at least this many users for an interval to mean anything.
 MIN_PROBE_USERS = 20
 _SHOWN = 3
@@ -69,11 +71,16 @@ def check_probes_known(model: Any, context: RunContext) -> None:
 
 def measured_values(model: Any, context: RunContext) -> np.ndarray:
     """Return the per-user probe measure of ``model`` (computed once per context)."""
+    missing = [name for name in SCORED_BY if getattr(model, name, None) is None]
+    if missing:
+        raise CheckFailure(f"the model has no {', '.join(missing)}, so the gate cannot score "
+                           f"the probe users' items with it (is it the popularity model?)")
     key = f"probe:{id(model)}"
-    if key not in context.memo:
+    remembered = context.memo.get(key)
+    if remembered is None or remembered[0] is not model:  # an id is reused once freed
         users, items = probe_users(context)
-        context.memo[key] = probes.model_ndcg(model, users, items)
-    return context.memo[key]
+        remembered = context.memo[key] = (model, probes.model_ndcg(model, users, items))
+    return remembered[1]
 
 
 def _difference(name: str, values: np.ndarray, claimed: float | None, rule: str) -> Measure:
