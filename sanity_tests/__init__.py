@@ -45,6 +45,7 @@ from sanity_tests.runner import (
     Report,
     check_name,
     checks_fingerprint,
+    flat_measures,
     run_checks,
 )
 
@@ -81,5 +82,6 @@ __all__ = [
     "check_run_schema_version",
     "check_schema_version",
     "checks_fingerprint",
+    "flat_measures",
     "run_checks",
 ]

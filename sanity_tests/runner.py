@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -90,6 +90,16 @@ class Report:
                          .rstrip() for row in rows)
 
 
+def flat_measures(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Return every check's measures from a report's JSON results, each with its check's decision.
+
+    For listings (``/admin/runs``): one row per measure, ``check`` and
+    ``passed`` beside the measure's own fields.
+    """
+    return [{"check": result["name"], "passed": result["passed"], **measure}
+            for result in results for measure in result.get("measures", ())]
+
+
 def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
@@ -155,18 +165,20 @@ MODEL_CHECKS: tuple[Check, ...] = (
 
 
 def checks_fingerprint(thresholds: Thresholds) -> str:
-    """Return a sha256 over the check modules' source, the model schema and the thresholds.
+    """Return a sha256 over every module of this package, the model schemas and the thresholds.
 
     A verdict remembered under another fingerprint was reached by other checks,
     for another model schema or with other thresholds, so the caller
-    re-evaluates it.
+    re-evaluates it. Every ``.py`` file here counts, so a new check module
+    invalidates old verdicts without a list to keep.
     """
     digest = hashlib.sha256()
     package = Path(__file__).resolve().parent
-    # Every module of the suite, and the probe measure the checks recompute.
-    for path in sorted(package.glob("*.py")) + [Path(probes.__file__).resolve()]:
-        digest.update(path.name.encode() + b"\0")
-        digest.update(path.read_bytes() + b"\0")
+    for module in sorted(package.rglob("*.py")):
+        digest.update(str(module.relative_to(package)).encode() + b"\0")
+        digest.update(module.read_bytes() + b"\0")
+    # The probe measure the checks recompute lives with the flow that stores its claim.
+    digest.update(Path(probes.__file__).read_bytes() + b"\0")
     digest.update(f"schema {integrity.expected_schema_version()}\0".encode())
     digest.update(json.dumps(asdict(thresholds), sort_keys=True).encode())
     return digest.hexdigest()

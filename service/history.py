@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sanity_tests import flat_measures
 from service.decisions import DecisionStore
-from service.gate import Verdict
 from service.runs import RunSource
 
 
@@ -35,9 +35,9 @@ def run_history(source: RunSource, store: DecisionStore, *,
         elif verdict is None:
             entry["verdict"] = "not evaluated"
         else:
-            entry["verdict"] = "passed" if verdict["passed"] else "rejected"
+            entry["verdict"] = "passed" if verdict.passed else "rejected"
         if verdict is not None:
-            entry.update(failed_checks=verdict["failed_checks"], reason=verdict["reason"],
-                         measures=Verdict.from_dict(verdict).measures)
+            entry.update(failed_checks=verdict.failed_checks, reason=verdict.reason,
+                         measures=flat_measures(verdict.checks))
         history.append(entry)
     return history

@@ -155,7 +155,8 @@ def model_damaged_run(settings: Mapping[str, Any], good: str, kind: str,
                 "--source_run", f"{flow}/{good}", "--damage", kind,
                 "--donor_run", f"{flow}/{donor}" if donor else "",
                 "--run-id-file", str(run_id_file)]
-        env = {**os.environ, **metaflow_environment(settings), "PYTHONPATH": str(REPO)}
+        env = {**os.environ, **metaflow_environment(settings), "PYTHONPATH": str(REPO),
+               "LINEUP_FLOW_NAME": flow}
         done = subprocess.run(argv, cwd=settings["DATASTORE_ROOT"], env=env, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         assert done.returncode == 0, done.stdout[-3000:]

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from sanity_tests import flat_measures
 from service import config, create_app
 from service.gate import evaluate
 from service.runs import RunSource
@@ -59,7 +60,7 @@ def test_ten_good_runs_of_other_seeds_and_dates_are_all_accepted(gate_history, g
         evaluation = evaluate(source, source.get(run_id), gate_settings, serving)
         verdict = evaluation.verdict
         assert verdict.passed, f"run {run_id}: {verdict.reason}"
-        measured = {m["name"]: m for m in verdict.measures}
+        measured = {m["name"]: m for m in flat_measures(verdict.checks)}
         probe = measured["probe ndcg@10"]
         assert probe["measured"] == pytest.approx(probe["claimed"], abs=1e-5)
         if serving is not None:
@@ -94,7 +95,7 @@ def test_a_damaged_model_shows_claimed_against_measured(gate_history, gate_setti
     source = RunSource(gate_settings)
     verdict = evaluate(source, source.get(gate_history.damaged["half_users"]),
                        gate_settings).verdict
-    probe = {m["name"]: m for m in verdict.measures}["probe ndcg@10"]
+    probe = {m["name"]: m for m in flat_measures(verdict.checks)}["probe ndcg@10"]
     assert probe["measured"] < probe["claimed"] * 0.8
     assert probe["low"] <= probe["measured"] <= probe["high"]
     assert f"{probe['claimed']:.4f} the run claims" in verdict.reason
