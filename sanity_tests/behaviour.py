@@ -12,6 +12,7 @@ import numpy as np
 
 from sanity_tests.context import CheckFailure, RunContext
 from service.contract import iso_timestamp
+from service.training.probes import id_index, lookup
 
 #: A user id no run can know; it must be served the cold-start list.
 COLD_PROBE = "__lineup_cold_probe__"
@@ -46,16 +47,18 @@ def list_problems(model: Any, rec: Any, context: RunContext) -> dict[str, str]:
     duplicates = sorted({i for i in item_ids if item_ids.count(i) > 1})
     if duplicates:
         problems["duplicate items"] = ", ".join(duplicates[:3])
-    index = {str(item): position for position, item in enumerate(model.item_ids_)}
-    unknown = [i for i in item_ids if i not in index]
+    # A search in an index made once per model, not a dict of the catalogue per user.
+    index = lookup(context.remember("item_index", model, lambda: id_index(model.item_ids_)),
+                   item_ids)
+    unknown = [i for i, at in zip(item_ids, index) if at < 0]
     if unknown:
         problems["unknown items"] = ", ".join(unknown[:3])
     starts = model.item_starts_at_
-    past = [i for i in item_ids if i in index and not starts[index[i]] > context.as_of]
+    past = [i for i, at in zip(item_ids, index) if at >= 0 and not starts[at] > context.as_of]
     if past:
         problems["events that are not upcoming"] = ", ".join(past[:3])
     if len(items) == len(item_ids) and not unknown and np.issubdtype(items.dtype, np.integer):
-        if [index[i] for i in item_ids] != [int(i) for i in items]:
+        if index.tolist() != [int(i) for i in items]:
             problems["items indices disagree with item_ids"] = "items != index of item_ids"
     if not np.isfinite(scores).all():
         problems["non-finite scores"] = str(int((~np.isfinite(scores)).sum()))

@@ -8,7 +8,7 @@ small artifacts stored beside the model.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,3 +94,11 @@ class RunContext:
     serving_model: Any = None   # the model serving now, when it is another run's
     #: Values a check computed that a later check reuses (the probe measure).
     memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def remember(self, name: str, model: Any, compute: Callable[[], Any]) -> Any:
+        """Return ``compute()`` for ``model``, computed once per context (checks share it)."""
+        key = f"{name}:{id(model)}"
+        kept = self.memo.get(key)
+        if kept is None or kept[0] is not model:  # an id is reused once its object is freed
+            kept = self.memo[key] = (model, compute())
+        return kept[1]

@@ -75,12 +75,8 @@ def measured_values(model: Any, context: RunContext) -> np.ndarray:
     if missing:
         raise CheckFailure(f"the model has no {', '.join(missing)}, so the gate cannot score "
                            f"the probe users' items with it (is it the popularity model?)")
-    key = f"probe:{id(model)}"
-    remembered = context.memo.get(key)
-    if remembered is None or remembered[0] is not model:  # an id is reused once freed
-        users, items = probe_users(context)
-        remembered = context.memo[key] = (model, probes.model_ndcg(model, users, items))
-    return remembered[1]
+    users, items = probe_users(context)
+    return context.remember("probe", model, lambda: probes.model_ndcg(model, users, items))
 
 
 def _difference(name: str, values: np.ndarray, claimed: float | None, rule: str) -> Measure:
