@@ -553,3 +553,72 @@ def test_latency_reports_p50_and_p99(model, golden_context):
                                                             latency_calls=1))
     with pytest.raises(CheckFailure, match=r"p99 \d+\.\d ms over the 0\.0 ms budget \(p50"):
         sanity_tests.check_latency(model, context)
+
+
+# --- measuring the model on its probes, and against the serving model ------------------------
+
+def with_users_permuted(model):
+    model.user_factors_ = model.user_factors_[np.roll(np.arange(model.user_ids_.size), 1)]
+    model._rank_users()  # the ranking follows the damaged factors, as a refit would
+    return model
+
+
+def test_probe_measure_of_the_fitted_model_is_its_claim(fitted, golden_context):
+    measures = sanity_tests.check_measured_quality(fitted, golden_context)
+    probe, versus_claim, versus_popularity = measures
+    assert probe.measured == pytest.approx(probe.claimed, abs=1e-5)
+    assert probe.low <= probe.measured <= probe.high
+    assert versus_popularity.low > 0
+
+
+def test_probe_measure_counts_ties_and_unknown_items_against_the_model(fitted):
+    from service.training import probes
+
+    flat = copy.deepcopy(fitted)
+    flat.user_factors_ = np.zeros_like(flat.user_factors_)
+    flat.item_bias_ = np.zeros_like(flat.item_bias_)
+    users = [str(u) for u in fitted.user_ids_[:5]]
+    items = [[str(fitted.item_ids_[0])]] * 4 + [["ev-not-in-the-catalogue"]]
+    assert probes.model_ndcg(flat, users, items).tolist() == [0.0] * 5
+    assert probes.model_ndcg(fitted, users, items)[-1] == 0.0
+
+
+def test_bootstrap_interval_brackets_the_mean_and_is_deterministic():
+    from service.training.probes import bootstrap_interval
+
+    values = np.random.default_rng(1).random(300)
+    low, high = bootstrap_interval(values)
+    assert low < values.mean() < high and high - low < 0.1
+    assert bootstrap_interval(values) == (low, high)
+
+
+def test_a_model_worse_than_the_serving_one_regresses_and_changes_lists(
+        model, fitted, golden_context):
+    context = replace(golden_context, serving_model=fitted, memo={},
+                      thresholds=Thresholds(min_overlap=0.5))
+    report = run_checks([sanity_tests.check_no_regression, sanity_tests.check_list_changes],
+                        with_users_permuted(model), context)
+    assert report.failed_names == ["check_no_regression", "check_list_changes"]
+    assert "regresses from the serving model" in report.failed[0].message
+    assert "without a measured gain" in report.failed[1].message
+    names = [m.name for m in report.failed[1].measures]
+    assert {"overlap@10 with serving", "cold-start share rise",
+            "catalogue coverage@10 (candidate)"} <= set(names)
+
+
+def test_lists_may_change_with_a_measured_gain(model, fitted, golden_context):
+    context = replace(golden_context, serving_model=with_users_permuted(model), memo={},
+                      thresholds=Thresholds(min_overlap=0.5))
+    measures = sanity_tests.check_list_changes(fitted, context)
+    by_name = {m.name: m for m in measures}
+    assert by_name["overlap@10 with serving"].measured < 0.5
+    assert by_name["probe ndcg@10 candidate - serving"].low > 0
+
+
+def test_measures_reach_the_report_and_its_table(fitted, golden_context):
+    report = run_checks(RUN_CHECKS + MODEL_CHECKS, fitted, golden_context)
+    rows = sanity_tests.flat_measures(report.to_dict()["results"])
+    assert {"check", "passed", "name", "measured", "low", "high", "claimed", "rule"} <= set(rows[0])
+    table = report.format_measures().splitlines()
+    assert table[0].split()[:4] == ["check", "measure", "claimed", "measured"]
+    assert any(line.startswith("check_measured_quality") and "PASS" in line for line in table)
