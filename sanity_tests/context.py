@@ -87,6 +87,7 @@ class RunContext:
     as_of: float   # epoch seconds: "now" for the behaviour checks; upcoming = starts_at > as_of
     thresholds: Thresholds = Thresholds()
     load_warnings: Sequence[str] = ()   # warnings raised while unpickling, "Category: message"
+    model_class: str | None = None   # the servable the run trained (None: the default)
     # Bootstrap intervals the flow stored (issue 10); None for runs without them.
     holdout_intervals: Mapping[str, Sequence[float]] | None = None
     baseline_difference: Mapping[str, Mapping[str, float]] | None = None

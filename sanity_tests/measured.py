@@ -17,8 +17,8 @@ from sanity_tests.context import CheckFailure, Measure, RunContext
 from service.contract import PROBES_ARTIFACT
 from service.training import probes
 
-#: The model's arrays the probe measure scores with (service/training/probes.py).
-SCORED_BY = ("user_ids_", "item_ids_", "user_factors_", "item_factors_", "item_popularity_")
+#: The model's arrays the probe measure needs (service/training/probes.py).
+SCORED_BY = ("user_ids_", "item_ids_", "item_popularity_")
 #: A run must probe at least this many users for an interval to mean anything.
 MIN_PROBE_USERS = 20
 _SHOWN = 3
@@ -73,8 +73,8 @@ def measured_values(model: Any, context: RunContext) -> np.ndarray:
     """Return the per-user probe measure of ``model`` (computed once per context)."""
     missing = [name for name in SCORED_BY if getattr(model, name, None) is None]
     if missing:
-        raise CheckFailure(f"the model has no {', '.join(missing)}, so the gate cannot score "
-                           f"the probe users' items with it (is it the popularity model?)")
+        raise CheckFailure(f"the model has no {', '.join(missing)}, so the gate cannot "
+                           f"measure it on the probe users' items")
     users, items = probe_users(context)
     return context.remember("probe", model, lambda: probes.model_ndcg(model, users, items))
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from sanity_tests import behaviour, comparison, integrity, latency, measured, quality
 from sanity_tests.context import CheckFailure, Measure, RunContext, Thresholds
+from service.servable import schema_versions
 from service.training import probes
 
 log = logging.getLogger(__name__)
@@ -179,6 +180,6 @@ def checks_fingerprint(thresholds: Thresholds) -> str:
         digest.update(module.read_bytes() + b"\0")
     # The probe measure the checks recompute lives with the flow that stores its claim.
     digest.update(Path(probes.__file__).read_bytes() + b"\0")
-    digest.update(f"schema {integrity.expected_schema_version()}\0".encode())
+    digest.update(json.dumps(schema_versions(), sort_keys=True).encode() + b"\0")
     digest.update(json.dumps(asdict(thresholds), sort_keys=True).encode())
     return digest.hexdigest()

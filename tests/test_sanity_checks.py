@@ -407,7 +407,9 @@ def as_impostor(model):
 
 
 @pytest.mark.parametrize("breaker, failing, words", [
-    (as_impostor, {"check_fitted_estimator", "check_list_changes"},
+    # Not a servable: it declares no arrays to check either.
+    (as_impostor, {"check_fitted_estimator", "check_array_shapes", "check_finite_arrays",
+                   "check_list_changes"},
      "test_sanity_checks.Impostor, not a service.recommender.EventRecommender"),
     (with_schema_version, {"check_schema_version"}, "model.schema_version_ is 0, expected 3"),
     (with_nan_in_past_item_factors, {"check_finite_arrays"},
@@ -421,12 +423,12 @@ def as_impostor(model):
     # catalogue is scored; the shape check names the cause.
     (with_wide_item_factors, {"check_array_shapes", "check_ranking_matches_scoring",
                               "check_measured_quality"},
-     "factor widths differ: users 8, items 9"),
+     "item_factors_ has shape (833, 9), expected (833, 8) (factors 8 as in"),
     (with_truncated("item_popularity_", 10), {"check_array_shapes", "check_cold_start",
                                               "check_measured_quality"},
      "item_popularity_ has shape (10,), expected (833,)"),
     (with_truncated("cluster_labels_", 3), {"check_array_shapes"},
-     "user_clusters_ spans [0, 3], outside [0, 3)"),
+     "cluster_item_scores_ has shape (4, 833), expected (3, 833)"),
     # The last user's bought items reach past the catalogue: scoring raises for them.
     (with_seen_out_of_range, {"check_array_shapes", "check_ranking_matches_scoring"},
      "seen_indices_ spans"),

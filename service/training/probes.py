@@ -89,16 +89,25 @@ def _ndcg(scores: np.ndarray, columns: np.ndarray, counts: np.ndarray) -> np.nda
     return np.where(counts > 0, gains / best, 0.0)
 
 
-def model_ndcg(model: Any, users: Sequence[str], items: Sequence[Sequence[str]]) -> np.ndarray:
-    """Return per-user NDCG@K of each user's own items as the model ranks the whole catalogue.
+def model_scores(model: Any, users: Sequence[str]) -> np.ndarray:
+    """Return each user's score of every catalogue item (users x items), -inf for none.
 
-    A known user's scores are the factors' (``user_factors_ @ item_factors_.T
-    + item_bias_``), the scores recommend ranks before it sets bought and past
-    events aside; a user the model does not know gets its cold-start
-    popularity, as a request would.
+    A factor model's scores come from its factors (``user_factors_ @
+    item_factors_.T + item_bias_``), the scores recommend ranks before it
+    sets bought and past events aside, and a user it does not know gets its
+    cold-start popularity, as a request would. Any other servable is asked
+    through ``recommend`` for its whole catalogue, every event counted as
+    upcoming: items it leaves out (bought, or never scored) score -inf.
     """
+    n_items = np.asarray(model.item_ids_).shape[0]
+    if getattr(model, "user_factors_", None) is None or \
+            getattr(model, "item_factors_", None) is None:
+        scores = np.full((len(users), n_items), -np.inf, dtype=np.float32)
+        for row, user in enumerate(users):
+            rec = model.recommend(user, n_items, -np.inf)
+            scores[row, np.asarray(rec.items, dtype=np.int64)] = rec.scores
+        return scores
     rows = user_rows(model, users)
-    columns, counts = _targets(model, items)
     popularity = np.asarray(model.item_popularity_, dtype=np.float32)
     scores = np.tile(popularity, (len(users), 1))
     known = rows >= 0
@@ -108,15 +117,26 @@ def model_ndcg(model: Any, users: Sequence[str], items: Sequence[Sequence[str]])
         bias = getattr(model, "item_bias_", None)
         if bias is not None:
             scores[known] += np.asarray(bias)
-    return _ndcg(scores, columns, counts)
+    return scores
 
 
-def popularity_ndcg(model: Any, users: Sequence[str],
-                    items: Sequence[Sequence[str]]) -> np.ndarray:
-    """Return per-user NDCG@K of each user's own items ranked by recency-weighted popularity."""
+def model_ndcg(model: Any, users: Sequence[str], items: Sequence[Sequence[str]]) -> np.ndarray:
+    """Return per-user NDCG@K of each user's own items as the model ranks its catalogue."""
+    return _ndcg(model_scores(model, users), *_targets(model, items))
+
+
+def popularity_ndcg(model: Any, users: Sequence[str], items: Sequence[Sequence[str]],
+                    scores: np.ndarray | None = None) -> np.ndarray:
+    """Return per-user NDCG@K of each user's own items ranked by recency-weighted popularity.
+
+    With the model's ``scores``, an item the model leaves out for a user
+    (-inf) is left out of popularity's ranking too, so the two compare fairly.
+    """
     columns, counts = _targets(model, items)
-    popularity = np.asarray(model.item_popularity_, dtype=np.float32)
-    return _ndcg(np.tile(popularity, (len(users), 1)), columns, counts)
+    popularity = np.tile(np.asarray(model.item_popularity_, dtype=np.float32), (len(users), 1))
+    if scores is not None:
+        popularity[~np.isfinite(scores)] = -np.inf
+    return _ndcg(popularity, columns, counts)
 
 
 def bootstrap_interval(values: Sequence[float], seed: int = 0) -> tuple[float, float]:
@@ -160,8 +180,9 @@ def build_probes(model: Any, log: Any, golden_users: Sequence[dict[str, Any]], *
     """
     golden = [str(user["user_id"]) for user in golden_users]
     users, items = _probe_users(log, golden, count)
-    claimed = model_ndcg(model, users, items)
-    popularity = popularity_ndcg(model, users, items)
+    scores = model_scores(model, users)
+    claimed = _ndcg(scores, *_targets(model, items))
+    popularity = popularity_ndcg(model, users, items, scores)
     return {"measure": MEASURE, "users": users, "items": items,
             "golden_users": sum(user in set(golden) for user in users),
             "model": [round(float(v), 6) for v in claimed],
