@@ -18,6 +18,7 @@ import pytest
 from sanity_tests import flat_measures
 from service import config, create_app
 from service.gate import evaluate
+from service.backends import run_source
 from service.runs import RunSource
 from service.slot import ServedModel
 from tests import flows
@@ -54,7 +55,7 @@ def served(source: RunSource, run_id: str, model) -> ServedModel:
 
 
 def test_ten_good_runs_of_other_seeds_and_dates_are_all_accepted(gate_history, gate_settings):
-    source = RunSource(gate_settings)
+    source = run_source(gate_settings)
     serving = None
     for run_id in gate_history.good:
         evaluation = evaluate(source, source.get(run_id), gate_settings, serving)
@@ -78,7 +79,7 @@ def test_ten_good_runs_of_other_seeds_and_dates_are_all_accepted(gate_history, g
 ])
 def test_a_model_damaged_after_evaluation_is_rejected(gate_history, gate_settings,
                                                       kind, failing, words):
-    source = RunSource(gate_settings)
+    source = run_source(gate_settings)
     newest = gate_history.good[-1]
     good = evaluate(source, source.get(newest), gate_settings)
     for serving in (None, served(source, newest, good.model)):
@@ -92,7 +93,7 @@ def test_a_model_damaged_after_evaluation_is_rejected(gate_history, gate_setting
 
 
 def test_a_damaged_model_shows_claimed_against_measured(gate_history, gate_settings):
-    source = RunSource(gate_settings)
+    source = run_source(gate_settings)
     verdict = evaluate(source, source.get(gate_history.damaged["half_users"]),
                        gate_settings).verdict
     probe = {m["name"]: m for m in flat_measures(verdict.checks)}["probe ndcg@10"]
