@@ -196,8 +196,24 @@ def _fmt(value: float | None) -> str | None:
     return None if value is None else f"{value:.4f}"
 
 
+def _serving_model(settings: Mapping[str, Any], source: Any) -> Any:
+    """Return the decided serving run's model as a ServedModel, or None when none is decided."""
+    from service.backends import decision_store
+    from service.loader import load_from_run
+    from service.slot import ServedModel
+
+    serving = decision_store(settings).read().serving
+    if serving is None:
+        return None
+    record = source.get(serving.run_id)
+    _progress(f"comparing with the serving run {record.run_id}")
+    model, _ = load_from_run(source, record)
+    return ServedModel(model=model, run_id=record.run_id, pathspec=record.pathspec,
+                       loaded_at=time.time(), finished_at=record.finished_at)
+
+
 def cmd_check(settings: Mapping[str, Any], args: argparse.Namespace) -> int:
-    """Run the sanity suite on one run and print its report."""
+    """Run the sanity suite on one run; print each check's decision and claimed vs measured."""
     from service.backends import run_source
     from service.gate import evaluate
 
@@ -206,11 +222,15 @@ def cmd_check(settings: Mapping[str, Any], args: argparse.Namespace) -> int:
     if not record.successful:
         raise CommandError(f"run {record.run_id} is {record.state}; only successful runs "
                            "can be checked")
+    serving = _serving_model(settings, source)
     _progress(f"checking run {record.pathspec}")
-    evaluation = evaluate(source, record, settings)
+    evaluation = evaluate(source, record, settings, serving)
     if args.html:
         _write_check_page(args.html, source, record, evaluation)
-    _emit(args, evaluation.verdict.to_dict(), evaluation.report.format())
+    report = evaluation.report
+    text = (f"{report.format()}\n\nclaimed against measured "
+            f"(serving run: {serving.run_id if serving else 'none'})\n{report.format_measures()}")
+    _emit(args, evaluation.verdict.to_dict(), text)
     return 0 if evaluation.verdict.passed else 1
 
 

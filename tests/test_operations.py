@@ -93,9 +93,11 @@ def test_status_runs_and_check_for_people_and_scripts(ops):
     rejected = next(run["run_id"] for run in runs if run["verdict"] == "rejected")
     check = lineup(server, "check", rejected)
     assert check.returncode == 1 and "FAIL  check_beats_baseline" in check.stdout
+    # The serving run judged again, compared with itself as serving: no comparison rows.
     passed = lineup(server, "check", f"LineupTrainFlow/{serving(server)}")
     assert passed.returncode == 0, passed.stdout + passed.stderr
     assert "checks passed" in passed.stdout and "FAIL" not in passed.stdout
+    assert f"claimed against measured (serving run: {serving(server)})" in passed.stdout
 
 
 def _samples(text: str, name: str, **labels: str) -> float:

@@ -254,6 +254,7 @@ class LineupTrainFlow(FlowSpec):
         from service.recommender import PopularityRecommender
         from service.servable import servable_class
         from service.training import bootstrap, evaluation
+        from service.training.probes import build_probes
 
         model = evaluation.scoring_model(self.model_class, self.best_params, self.seed).fit(
             self.train_log, items=self.catalogue)
@@ -268,6 +269,8 @@ class LineupTrainFlow(FlowSpec):
         self.baseline_difference = bootstrap.paired_difference(*paired, seed=self.seed)
         self.model = servable_class(self.model_class)(
             **self.best_params, random_state=self.seed).fit(self.log, items=self.catalogue)
+        # What the gate recomputes on the artifact it loads (service/training/probes.py).
+        self.gate_probes = build_probes(self.model, self.log, self.golden_users)
         # The big inputs are not needed downstream; keep the datastore small.
         self.train_log = self.validation_log = self.truth = self.validation_truth = None
         self.next(self.end)
