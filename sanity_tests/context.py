@@ -50,7 +50,7 @@ class Thresholds:
     regression_tolerance: float = 0.2   # paired: candidate may be surely worse by this share
     latency_budget_ms: float = 50.0     # p99 of single recommend() calls
     claim_tolerance: float = 0.1        # measured probe NDCG may be surely below claimed by this
-    baseline_margin: float = 0.0        # "does not beat popularity": interval high below this
+    baseline_margin: float = 0.0        # "beats popularity": paired interval above this
     min_overlap: float = 0.2            # mean overlap@10 with the serving lists, without a gain
     max_cold_start_rise: float = 0.1    # rise in the share of cold-start answers, without a gain
     n: int = 10                         # list length the behaviour checks ask for

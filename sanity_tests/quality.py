@@ -76,11 +76,14 @@ def check_ndcg_floor(model: Any, context: RunContext) -> list[Measure]:
 
 
 def check_beats_baseline(model: Any, context: RunContext) -> list[Measure]:
-    """Require the run's holdout NDCG@10 not surely below its popularity baseline's.
+    """Require the run's holdout NDCG@10 to beat its popularity baseline's, by the paired interval.
 
     With the flow's paired interval (model minus popularity on the same
-    users), the run fails only when the interval's upper end is below
-    ``baseline_margin``; a run without one falls back to the point estimates.
+    users), the run beats popularity when the whole interval lies above
+    ``baseline_margin``; a noisy point estimate neither rejects nor passes a
+    run by itself. A model no better than popularity (the taste signal lost
+    to a data bug) is rejected, and the walk serves the last run that showed
+    a gain. A run without an interval falls back to the point estimates.
     """
     ndcg = _ndcg("holdout_metrics", context.holdout_metrics)
     baseline = _ndcg("baseline_metrics", context.baseline_metrics)
@@ -89,12 +92,12 @@ def check_beats_baseline(model: Any, context: RunContext) -> list[Measure]:
     if all(_finite(paired.get(key)) for key in ("mean", "low", "high")):
         difference = Measure(f"holdout {NDCG} - popularity", None, float(paired["low"]),
                              float(paired["high"]), float(paired["mean"]),
-                             f"reject when high < {margin:g} (LINEUP_BASELINE_MARGIN)")
-        if difference.high < margin:
+                             f"reject unless low > {margin:g} (LINEUP_BASELINE_MARGIN)")
+        if not difference.low > margin:
             raise CheckFailure(
                 f"holdout {NDCG} {ndcg:.4f} does not beat the popularity baseline "
                 f"{baseline:.4f}: the paired difference {difference.claimed:+.4f} "
-                f"[{difference.low:+.4f}, {difference.high:+.4f}] lies below {margin:g}",
+                f"[{difference.low:+.4f}, {difference.high:+.4f}] does not lie above {margin:g}",
                 [difference])
         return [difference]
     difference = Measure(f"holdout {NDCG} - popularity", None, claimed=ndcg - baseline,

@@ -94,7 +94,8 @@ def test_healthy_run_passes_every_run_check():
     ({"holdout_metrics": {**HOLDOUT, "ndcg@10": 0.1}}, "check_beats_baseline",
      "does not beat the popularity baseline 0.1000"),
     ({"baseline_difference": {"ndcg@10": {"mean": -0.02, "low": -0.05, "high": -0.01}}},
-     "check_beats_baseline", "the paired difference -0.0200 [-0.0500, -0.0100] lies below 0"),
+     "check_beats_baseline",
+     "the paired difference -0.0200 [-0.0500, -0.0100] does not lie above 0"),
     ({"probes": None}, "check_probes_present", "stored no gate_probes"),
     ({"probes": {**PROBES, "model": [0.5]}}, "check_probes_present",
      "inconsistent: 25 users but 25 items, 1 model, 25 popularity"),
@@ -128,14 +129,19 @@ def test_library_versions_tolerate_compatible_differences(versions):
 
 
 def test_beats_baseline_judges_by_the_paired_interval_when_stored():
-    # Point estimates below popularity, but the interval does not say so: passes.
+    # Point estimates below popularity, but the paired interval lies above it: passes.
     context = make_context(
         holdout_metrics={**HOLDOUT, "ndcg@10": 0.09},
-        baseline_difference={"ndcg@10": {"mean": -0.01, "low": -0.04, "high": 0.02}})
+        baseline_difference={"ndcg@10": {"mean": 0.02, "low": 0.01, "high": 0.04}})
     measures = sanity_tests.check_beats_baseline(None, context)
-    assert (measures[0].low, measures[0].high, measures[0].claimed) == (-0.04, 0.02, -0.01)
+    assert (measures[0].low, measures[0].high, measures[0].claimed) == (0.01, 0.04, 0.02)
+    # A gain the interval cannot tell from none (the taste signal lost): rejected.
+    unsure = replace(context, baseline_difference={
+        "ndcg@10": {"mean": 0.01, "low": -0.004, "high": 0.02}})
+    with pytest.raises(CheckFailure, match=r"\[-0.0040, \+0.0200\] does not lie above 0"):
+        sanity_tests.check_beats_baseline(None, unsure)
     strict = replace(context, thresholds=Thresholds(baseline_margin=0.03))
-    with pytest.raises(CheckFailure, match=r"\[-0.0400, \+0.0200\] lies below 0.03"):
+    with pytest.raises(CheckFailure, match=r"\[\+0.0100, \+0.0400\] does not lie above 0.03"):
         sanity_tests.check_beats_baseline(None, strict)
 
 
