@@ -12,7 +12,8 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from service.config import MAX_RECOMMENDATIONS
 from service.errors import ApiError
-from service.manager import ModelManager
+from service import readiness
+from service.manager import WORKER_REPORT_EVERY, ModelManager
 from service.metrics import recommendations_counted
 
 bp = Blueprint("api", __name__)
@@ -26,11 +27,10 @@ def manager() -> ModelManager:
     return current_app.extensions["lineup"]
 
 
-def _model_unavailable() -> ApiError:
+def _model_unavailable(
+        message: str = "no model has passed its sanity checks yet; try again later") -> ApiError:
     retry = max(1, min(int(current_app.config["POLL_INTERVAL"]), 60))
-    return ApiError(503, "model_unavailable",
-                    "no model has passed its sanity checks yet; try again later",
-                    {"Retry-After": str(retry)})
+    return ApiError(503, "model_unavailable", message, {"Retry-After": str(retry)})
 
 
 def bounded_int(raw: str, low: int, high: int) -> int | None:
@@ -104,8 +104,16 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> Response:
-    """Answer 200 while a model is loaded, 503 before."""
+    """Answer 200 while this worker and every other worker of the instance hold a model."""
     served = manager().slot.get()
     if served is None:
         raise _model_unavailable()
+    expected = int(current_app.config.get("GUNICORN_WORKERS", 0))
+    siblings = readiness.sibling_pids() if expected else None
+    if siblings is not None:  # under gunicorn; a bare app is one worker
+        missing = readiness.workers_without_a_model(
+            manager().store.workers(max_age=3 * WORKER_REPORT_EVERY), siblings, expected)
+        if missing:
+            raise _model_unavailable(
+                f"this instance is not ready: {', '.join(missing)} has no model yet")
     return jsonify(status="ready", run_id=served.run_id, pid=os.getpid())

@@ -99,13 +99,22 @@ class DecisionStore:
             return None
         return (st.st_mtime_ns, st.st_size)
 
-    def write(self, decision: Decision) -> None:
-        """Replace the decision on disk atomically; raise DecisionWriteError on failure."""
-        decision.updated_at = time.time()
+    def cached(self) -> Decision:
+        """Return the decision on disk: on one host it is its own cache."""
+        return self.read()
+
+    @staticmethod
+    def trim_verdicts(decision: Decision) -> None:
+        """Keep the newest MAX_VERDICTS verdicts; older runs are judged again if reached."""
         if len(decision.verdicts) > MAX_VERDICTS:
             newest = sorted(decision.verdicts.items(),
                             key=lambda kv: kv[1].get("evaluated_at", 0), reverse=True)
             decision.verdicts = dict(newest[:MAX_VERDICTS])
+
+    def write(self, decision: Decision) -> None:
+        """Replace the decision on disk atomically; raise DecisionWriteError on failure."""
+        decision.updated_at = time.time()
+        self.trim_verdicts(decision)
         payload = json.dumps(decision.to_dict(), indent=1, sort_keys=True)
         tmp_name = None
         try:

@@ -27,6 +27,7 @@ from service.decisions import Decision, DecisionStore, DecisionWriteError, Selec
 from service.gate import Evaluation, Verdict, evaluate_within
 from service.runs import RunNotFound, RunRecord, RunSource, StoreUnavailable
 from service.slot import ModelSlot, ServedModel
+from service.stores import SharedDecisionStore, fleet_status, open_decision_store
 
 logger = logging.getLogger(__name__)
 
@@ -67,14 +68,15 @@ class ModelManager:
     """Select, remember and serve models for one worker process."""
 
     def __init__(self, settings: Mapping[str, Any], *, source: RunSource | None = None,
-                 store: DecisionStore | None = None, slot: ModelSlot | None = None) -> None:
+                 store: DecisionStore | SharedDecisionStore | None = None,
+                 slot: ModelSlot | None = None) -> None:
         self.settings = settings
         self.source = source or RunSource(settings)
-        self.store = store or DecisionStore(settings["STATE_DIR"])
+        self.store = store or open_decision_store(settings)
         self.slot = slot or ModelSlot()
         self.last_error: dict[str, Any] | None = None
         self._sync_lock = threading.Lock()
-        self._seen_signature: tuple[int, int] | None = None
+        self._seen_signature: object = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._reported: tuple[str | None, float] = (None, 0.0)
@@ -101,14 +103,18 @@ class ModelManager:
     def sync(self, *, force: bool = False) -> bool:
         """Serve the run the decision on disk names; return True if the slot changed."""
         with self._sync_lock:
-            signature = self.store.signature()
-            if signature is None or (signature == self._seen_signature and not force):
-                return False
             try:
+                signature = self.store.signature()
+                if signature is None or (signature == self._seen_signature and not force):
+                    return False
                 decision = self.store.read()
             except DecisionWriteError as exc:
                 self._record_error(str(exc))
-                return False
+                if self.slot.get() is not None:
+                    return False  # keep serving; catch up when the store is back
+                # A worker that starts while the shared store is unreachable
+                # serves the decision its instance last read.
+                decision, signature = self.store.cached(), None
             serving = decision.serving
             current = self.slot.get()
             if serving is None or (current is not None and current.run_id == serving["run_id"]
@@ -138,6 +144,7 @@ class ModelManager:
         if self._thread is not None:
             return
         self._tick(self.sync)
+        self._tick(self._report)  # siblings' /readyz wait for this worker's report
         self._thread = threading.Thread(target=self._watch, name="lineup-watcher", daemon=True)
         self._thread.start()
 
@@ -215,7 +222,7 @@ class ModelManager:
         with self.store.selection_lock(timeout=wait):
             decision = self._read_for_update()
             last = decision.last_selection
-            if reason != "poll" and last and last["started_at"] >= requested_at:
+            if reason != "poll" and last and self._started_after(last, requested_at):
                 self.sync()
                 if last["error"]:
                     raise SelectionError(_failed(last["before"], last["error"]))
@@ -223,6 +230,17 @@ class ModelManager:
             result = self._select(decision, reason)
         self.sync()
         return result
+
+    def _started_after(self, selection: Mapping[str, Any], requested_at: float) -> bool:
+        """True when ``selection`` surely started after a request made at ``requested_at``.
+
+        Another instance's start time is by its own clock: it must be later by
+        more than the clock skew (else this instance selects again, which
+        remembered verdicts make cheap).
+        """
+        same_clock = selection.get("instance") in (None, self.settings["INSTANCE_ID"])
+        margin = 0.0 if same_clock else float(self.settings["CLOCK_SKEW"])
+        return selection["started_at"] >= requested_at + margin
 
     def _read_for_update(self) -> Decision:
         try:
@@ -314,6 +332,7 @@ class ModelManager:
         decision.generation += 1
         result = {
             "selection": decision.generation, "reason": reason, "pid": os.getpid(),
+            "instance": self.settings["INSTANCE_ID"],
             "started_at": started, "finished_at": finished,
             "seconds": round(finished - started, 4),
             "before": before, "after": decision.serving_run_id,
@@ -414,4 +433,14 @@ class ModelManager:
             "last_error": self.last_error,
             "worker_pid": os.getpid(),
             "workers": self.store.workers(max_age=3 * WORKER_REPORT_EVERY),
+            "instance": self.settings["INSTANCE_ID"],
+            "instances": self._fleet(decision),
         }
+
+    def _fleet(self, decision: Decision) -> list[dict[str, Any]]:
+        try:
+            return fleet_status(self.store, self.settings["INSTANCE_ID"],
+                                decision.serving_run_id, 3 * WORKER_REPORT_EVERY)
+        except DecisionWriteError as exc:  # the store is unreachable: say so, show the rest
+            self._record_error(str(exc))
+            return []

@@ -18,6 +18,8 @@ def settings(tmp_path):
         "LINEUP_ADMIN_TOKEN": ADMIN_TOKEN,
         "LINEUP_CHECK_TIMEOUT": "60",
         "LINEUP_POLL_INTERVAL": "3600",
+        # The shared decision store, beside this test's own runs (see history_settings).
+        "LINEUP_DECISION_ROOT": str(tmp_path / ".lineup"),
     })
 
 
