@@ -153,7 +153,7 @@ def cmd_reload(settings: Mapping[str, Any], args: argparse.Namespace) -> int:
 
 
 def cmd_status(settings: Mapping[str, Any], args: argparse.Namespace) -> int:
-    """Show which run serves and the recent verdicts."""
+    """Show which run serves, the recent verdicts, and every instance of the fleet."""
     status = admin_call(settings, "GET", "/admin/status")
     serving = status.get("serving") or {}
     lines = [
@@ -166,6 +166,14 @@ def cmd_status(settings: Mapping[str, Any], args: argparse.Namespace) -> int:
         _table([(v["run_id"], "passed" if v["passed"] else "rejected",
                  _when(v.get("evaluated_at")), v.get("reason")) for v in status["verdicts"]],
                ("run", "verdict", "evaluated", "reason")),
+        "",
+        _table([(i["instance"] + (" (this one)" if i["instance"] == status.get("instance")
+                                  else ""),
+                 ", ".join(i["run_ids"]), _when(i.get("decision_seen_at")),
+                 (i.get("last_error") or {}).get("message"),
+                 f"STALE: {i['stale_reason']}" if i["stale"] else "ok")
+                for i in status.get("instances", [])],
+               ("instance", "serving", "saw the decision", "last error", "state")),
     ]
     _emit(args, status, "\n".join(lines))
     return 0
@@ -173,12 +181,11 @@ def cmd_status(settings: Mapping[str, Any], args: argparse.Namespace) -> int:
 
 def cmd_runs(settings: Mapping[str, Any], args: argparse.Namespace) -> int:
     """List the recent runs with their metrics and Lineup's verdicts."""
-    from service.decisions import DecisionStore
     from service.history import run_history
     from service.runs import RunSource
+    from service.stores import open_decision_store
 
-    history = run_history(RunSource(settings), DecisionStore(settings["STATE_DIR"]),
-                          limit=args.limit)
+    history = run_history(RunSource(settings), open_decision_store(settings), limit=args.limit)
     rows = []
     for run in history:
         metrics = run.get("holdout_metrics") or {}

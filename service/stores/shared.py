@@ -76,19 +76,31 @@ class SharedDecisionStore:
     def signature(self) -> str | None:
         """Return the decision's version, looking at most every LOOK_EVERY seconds."""
         looked_at, version = self._looked
-        if time.monotonic() - looked_at >= LOOK_EVERY:
-            version = self.medium.version(DECISION_KEY)
-            self._looked = (time.monotonic(), version)
-            self.seen_at = time.time()
+        if time.monotonic() - looked_at < LOOK_EVERY:
+            return version
+        # A failed look counts too: an unreachable store is asked (and its
+        # error recorded) once a second, not at every watch tick.
+        self._looked = (time.monotonic(), version)
+        version = self.medium.version(DECISION_KEY)
+        self._looked = (time.monotonic(), version)
+        self.seen_at = time.time()
         return version
 
     def read(self) -> Decision:
-        """Return the store's decision (empty before the first), and cache it locally."""
+        """Return the store's decision, and cache it locally.
+
+        Before the store has one, the state folder's decision is the start:
+        an instance upgraded from an instance-local decision keeps its pin
+        and verdicts, and the first write creates the shared one from it.
+        """
         found = self.medium.get(DECISION_KEY)
         self.seen_at = time.time()
         if found is None:
             self._read_version.value = None
-            return Decision()
+            try:
+                return self.local.read()
+            except DecisionWriteError:
+                return Decision()
         body, version = found
         self._read_version.value = version
         try:
