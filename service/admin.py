@@ -57,7 +57,7 @@ def reload() -> Response:
 
 @bp.get("/status")
 def status() -> Response:
-    """Say which run serves, since when, and the recent verdicts."""
+    """Say which run serves, since when, the recent verdicts, and the fleet."""
     return jsonify(manager().status())
 
 

@@ -29,6 +29,9 @@ from tests import flows
 from tests.conftest import REGION
 from tests.server import Load, Server
 
+#: Each case, with the module's fleet made in its first one's setup (four trainings).
+pytestmark = pytest.mark.timeout(900)
+
 #: A command sent to one instance reaches every instance within this (issue 14).
 REACH = 5.0
 LEASE_SECONDS = 3
@@ -87,6 +90,8 @@ def fleet(request, tmp_path_factory):
         servers = [Server(home / f"instance-{i}", env) for i in range(3)]
         with ThreadPoolExecutor(3) as pool:
             list(pool.map(Server.start, servers))
+        for server in servers:  # a cold start: no decision yet, the fleet makes one
+            ready_means_every_worker_serves(server)
         fleet = SimpleNamespace(kind=request.param, home=home, shared=shared, env=env,
                                 servers=servers, loads=[], runs=runs, killed=[],
                                 train=lambda: flows.good_run(trainer, data, GRID),
@@ -102,6 +107,15 @@ def fleet(request, tmp_path_factory):
                 load.__exit__(None, None, None)
             for server in fleet.servers:
                 server.stop()
+
+
+def ready_means_every_worker_serves(server: Server) -> None:
+    """Once /readyz says 200, no worker of the instance answers 503 (issue 14's cold start)."""
+    server.wait_for(lambda: server.get("/readyz").status_code == 200, 60, "ready")
+    fresh = {"Connection": "close"}  # each request may land on either worker
+    answers = [server.get("/recommendations", params={"user_id": "u-000001"}, headers=fresh)
+               for _ in range(20)]
+    assert [a.status_code for a in answers] == [200] * 20, answers[0].text
 
 
 def light_load(server: Server) -> Load:

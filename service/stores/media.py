@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -160,20 +161,27 @@ class S3Medium:
         self.where = f"s3://{bucket}/{self.prefix}"
         self.endpoint_url = endpoint_url
         self._clients: dict[int, Any] = {}
+        self._making = threading.Lock()
 
     def _client(self) -> Any:
         """Return this process's client: a client's connections must not cross a fork."""
         client = self._clients.get(os.getpid())
-        if client is None:
-            import boto3
-            from botocore.config import Config
+        if client is not None:
+            return client
+        # Making clients is not thread-safe in boto3 (a client is, once made).
+        with self._making:
+            client = self._clients.get(os.getpid())
+            if client is None:
+                import boto3
+                from botocore.config import Config
 
-            # Short timeouts and few retries: a watcher looks every second, and
-            # an unreachable store must be reported, not waited on.
-            client = boto3.client("s3", endpoint_url=self.endpoint_url, config=Config(
-                connect_timeout=2, read_timeout=5,
-                retries={"max_attempts": 2, "mode": "standard"}))
-            self._clients = {os.getpid(): client}
+                # Short timeouts and few retries: a watcher looks every second,
+                # and an unreachable store must be reported, not waited on.
+                client = boto3.session.Session().client(
+                    "s3", endpoint_url=self.endpoint_url, config=Config(
+                        connect_timeout=2, read_timeout=5,
+                        retries={"max_attempts": 2, "mode": "standard"}))
+                self._clients = {os.getpid(): client}
         return client
 
     def _key(self, key: str) -> str:
