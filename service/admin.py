@@ -7,10 +7,10 @@ import hmac
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from service.api import bounded_int, manager
-from service.decisions import DecisionWriteError, SelectionBusy
+from service.decisions import DecisionStoreError, SelectionBusy
 from service.history import run_history
 from service.errors import ApiError
-from service.manager import PinRefused, SelectionError
+from service.selection import PinRefused, SelectionError
 from service.runs import StoreUnavailable
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -45,7 +45,7 @@ def _steer(action, *args, **kwargs) -> Response:
         raise ApiError(502, "selection_failed", str(exc)) from exc
     except StoreUnavailable as exc:  # a pin reads its run before any selection starts
         raise ApiError(502, "datastore_unavailable", str(exc)) from exc
-    except DecisionWriteError as exc:  # the fleet's shared decision store is unreachable
+    except DecisionStoreError as exc:  # the fleet's shared decision store is unreachable
         raise ApiError(502, "decision_store_unavailable", str(exc)) from exc
 
 

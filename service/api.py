@@ -10,11 +10,12 @@ from typing import Any
 import numpy as np
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from service import readiness
 from service.config import MAX_RECOMMENDATIONS
 from service.errors import ApiError
-from service import readiness
-from service.manager import WORKER_REPORT_EVERY, ModelManager
+from service.manager import ModelManager
 from service.metrics import recommendations_counted
+from service.status import WORKER_REPORT_EVERY
 
 bp = Blueprint("api", __name__)
 
@@ -27,10 +28,11 @@ def manager() -> ModelManager:
     return current_app.extensions["lineup"]
 
 
-def _model_unavailable(
-        message: str = "no model has passed its sanity checks yet; try again later") -> ApiError:
+def _model_unavailable(reason: str | None = None) -> ApiError:
     retry = max(1, min(int(current_app.config["POLL_INTERVAL"]), 60))
-    return ApiError(503, "model_unavailable", message, {"Retry-After": str(retry)})
+    reason = reason or manager().why_not_ready()
+    return ApiError(503, "model_unavailable", f"no model is ready yet ({reason}); try again later",
+                    {"Retry-After": str(retry)})
 
 
 def bounded_int(raw: str, low: int, high: int) -> int | None:
@@ -114,6 +116,6 @@ def readyz() -> Response:
         missing = readiness.workers_without_a_model(
             manager().store.workers(max_age=3 * WORKER_REPORT_EVERY), siblings, expected)
         if missing:
-            raise _model_unavailable(
-                f"this instance is not ready: {', '.join(missing)} has no model yet")
+            raise _model_unavailable(f"this instance is not ready: {', '.join(missing)} "
+                                     "has no model yet")
     return jsonify(status="ready", run_id=served.run_id, pid=os.getpid())

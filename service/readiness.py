@@ -11,15 +11,16 @@ liveness probe.
 
 Siblings are the master's live children; each says what it holds in the
 worker reports of the state folder (written within a watch interval of a
-swap, see ModelManager._report).
+swap, see service.status.WorkerReporter).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+
+from service.records import WorkerReport
 
 
 def sibling_pids() -> set[int] | None:
@@ -32,10 +33,10 @@ def sibling_pids() -> set[int] | None:
         return None
 
 
-def workers_without_a_model(reports: Iterable[Mapping[str, Any]], siblings: set[int],
+def workers_without_a_model(reports: Iterable[WorkerReport], siblings: set[int],
                             expected: int) -> list[str]:
     """Name the workers that cannot serve yet: the siblings with no model or no report."""
-    holding = {report["pid"] for report in reports if report.get("run_id")}
+    holding = {report.pid for report in reports if report.run_id}
     missing = [f"worker {pid}" for pid in sorted(siblings - holding)]
     if len(siblings) < expected:
         missing.append(f"{expected - len(siblings)} worker(s) not started")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from service import create_app, gate, loader, manager as manager_module
-from service.manager import SelectionError
+from service import create_app, gate, loader, selection as selection_module
+from service.selection import SelectionError
 from service.recommender import EventRecommender
 
 
@@ -65,7 +65,7 @@ def test_verdicts_are_remembered_across_reloads_and_restarts(history_settings, h
     def no_evaluation(*args, **kwargs):
         raise AssertionError("a remembered verdict was evaluated again")
 
-    monkeypatch.setattr(manager_module, "evaluate_within", no_evaluation)
+    monkeypatch.setattr(selection_module, "evaluate_within", no_evaluation)
     restarted = manager_of(create_app(history_settings))  # a new worker, same state folder
     assert restarted.sync() and restarted.slot.get().run_id == history.good[1]
     result = restarted.reload()
@@ -133,7 +133,7 @@ def test_a_reload_that_waited_for_a_failed_selection_fails_too(history_settings,
     import threading
     import time
 
-    from service.decisions import Decision
+    from service.records import Decision, Selection
 
     manager = manager_of(create_app(history_settings))
     outcome = {}
@@ -142,8 +142,11 @@ def test_a_reload_that_waited_for_a_failed_selection_fails_too(history_settings,
             error=pytest.raises(SelectionError, manager.reload).value))
         waiter.start()
         time.sleep(0.3)
-        manager.store.write(Decision(generation=1, last_selection={
-            "started_at": time.time(), "before": None, "error": "StoreUnavailable: gone"}))
+        now = time.time()
+        manager.store.write(Decision(generation=1, last_selection=Selection(
+            selection=1, reason="admin", pid=0, started_at=now, finished_at=now, seconds=0.0,
+            before=None, after=None, changed=False, pinned=None, candidates=[],
+            error="StoreUnavailable: gone")))
     waiter.join(10)
     assert "still serving run None: StoreUnavailable: gone" in str(outcome["error"])
 
@@ -242,11 +245,12 @@ def test_an_old_model_is_stale_but_still_ready(history_settings, history, admin_
 def test_an_instance_is_ready_only_when_every_worker_holds_a_model(
         history_app, admin_headers, monkeypatch):
     from service import readiness
+    from service.records import WorkerReport
 
     assert os.getpid() in readiness.sibling_pids()  # this process, as its parent's child
     client = history_app.test_client()
     client.post("/admin/reload", headers=admin_headers)
-    manager_of(history_app)._report()
+    manager_of(history_app).reporter.report()
     # Under gunicorn, with a sibling that has not reported a model yet.
     history_app.config["GUNICORN_WORKERS"] = 2
     sibling = os.getpid() + 100_000
@@ -254,8 +258,8 @@ def test_an_instance_is_ready_only_when_every_worker_holds_a_model(
     answer = client.get("/readyz")
     assert answer.status_code == 503
     assert f"worker {sibling} has no model" in answer.get_json()["error"]["message"]
-    manager_of(history_app).store.write_worker({"pid": sibling, "run_id": "7", "loaded_at": 0,
-                                                "seen_at": time.time(), "last_error": None})
+    manager_of(history_app).store.write_worker(
+        WorkerReport(pid=sibling, run_id="7", seen_at=time.time(), loaded_at=0, last_error=None))
     assert client.get("/readyz").status_code == 200
     monkeypatch.setattr(readiness, "sibling_pids", lambda: {os.getpid()})  # one not started
     assert "1 worker(s) not started" in client.get("/readyz").get_json()["error"]["message"]

@@ -8,42 +8,26 @@ together in one compare-and-swap write, which tags (one call per tag, no
 condition) cannot do, and reading it costs one request, not one per run.
 
 ``DECISION_ROOT`` equal to the state folder keeps the decision instance-local
-(:class:`service.decisions.DecisionStore`), as before fleets.
+(:class:`service.decisions.FileDecisionStore`), as before fleets;
+:func:`service.backends.decision_store` chooses.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from service.decisions import DecisionStore
-from service.stores.media import FolderMedium, S3Medium, StoreUnreachable
+from service.stores.media import StoreUnreachable
 from service.stores.shared import SharedDecisionStore
 
-__all__ = ["open_decision_store", "fleet_status", "StoreUnreachable", "SharedDecisionStore"]
+__all__ = ["fleet_status", "StoreUnreachable", "SharedDecisionStore"]
 
 #: An instance listed in the status reported within this many seconds.
 LISTED_FOR = 60.0
 
 
-def open_decision_store(settings: Mapping[str, Any]) -> DecisionStore | SharedDecisionStore:
-    """Return the store the settings name: the fleet's shared one, or this instance's."""
-    root = settings["DECISION_ROOT"]
-    if root == settings["STATE_DIR"]:
-        return DecisionStore(root)
-    flow = settings["FLOW_NAME"]
-    if root.startswith("s3://"):
-        medium: Any = S3Medium(f"{root}/{flow}", endpoint_url=settings["S3_ENDPOINT_URL"])
-    else:
-        medium = FolderMedium(Path(root) / flow, anchor=Path(root).parent)
-    return SharedDecisionStore(medium, settings["STATE_DIR"], instance=settings["INSTANCE_ID"],
-                               lease_term=float(settings["LEASE_SECONDS"]),
-                               skew=float(settings["CLOCK_SKEW"]))
-
-
-def fleet_status(store: DecisionStore | SharedDecisionStore, instance: str,
+def fleet_status(store: DecisionStore, instance: str,
                  decided: str | None, stale_after: float) -> list[dict[str, Any]]:
     """List every instance that reported in the last minute, flagging stale ones.
 
@@ -53,7 +37,7 @@ def fleet_status(store: DecisionStore | SharedDecisionStore, instance: str,
     if isinstance(store, SharedDecisionStore):
         reports = store.reports(max_age=LISTED_FOR)
     else:
-        reports = [{**r, "instance": instance, "decision_seen_at": r["seen_at"]}
+        reports = [{**r.to_dict(), "instance": instance, "decision_seen_at": r.seen_at}
                    for r in store.workers(max_age=LISTED_FOR)]
     now = time.time()
     by_instance: dict[str, list[dict[str, Any]]] = {}

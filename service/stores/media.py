@@ -17,10 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from service.decisions import DecisionWriteError
+from service.decisions import DecisionStoreError
 
 
-class StoreUnreachable(DecisionWriteError):
+class StoreUnreachable(DecisionStoreError):
     """The shared store cannot be read or written right now."""
 
 

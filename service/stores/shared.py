@@ -1,7 +1,7 @@
 """The fleet's decision, kept beside the runs and written with compare-and-swap.
 
-Same methods as :class:`service.decisions.DecisionStore`, so the manager
-selects and follows exactly as on one host; what differs:
+An implementation of the :class:`service.decisions.DecisionStore` protocol:
+workers select and follow exactly as on one host. What differs:
 
 - ``write`` succeeds only if the decision is still the version this thread
   read. On a conflict (two instances acted at once, or a lease was lost) the
@@ -26,7 +26,9 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from service.decisions import Decision, DecisionStore, DecisionWriteError, SelectionBusy
+from service.decisions import (DecisionUnreadable, DecisionWriteError, FileDecisionStore,
+                               SelectionBusy)
+from service.records import Decision, Verdict, WorkerReport
 from service.stores.lease import SelectionLease
 from service.stores.media import Medium, StoreUnreachable, VersionConflict
 
@@ -43,13 +45,13 @@ class DecisionConflict(DecisionWriteError):
     """Another instance wrote the decision first; its decision stands."""
 
 
-def merge_verdicts(ours: Mapping[str, dict[str, Any]],
-                   theirs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def merge_verdicts(ours: Mapping[str, Verdict],
+                   theirs: Mapping[str, Verdict]) -> dict[str, Verdict]:
     """Return ``theirs`` with every verdict of ``ours`` that is newer or missing there."""
     merged = dict(theirs)
     for run_id, verdict in ours.items():
         known = merged.get(run_id)
-        if known is None or verdict.get("evaluated_at", 0) > known.get("evaluated_at", 0):
+        if known is None or verdict.evaluated_at > known.evaluated_at:
             merged[run_id] = verdict
     return merged
 
@@ -62,7 +64,7 @@ class SharedDecisionStore:
         self.medium, self.instance = medium, instance
         self.where = medium.where
         # The state folder: this instance's worker reports and the decision's cache.
-        self.local = DecisionStore(state_dir)
+        self.local = FileDecisionStore(state_dir)
         self.lease = SelectionLease(medium, instance=instance, term=lease_term, skew=skew)
         self._thread_lock = threading.Lock()
         self._read_version = threading.local()
@@ -99,14 +101,14 @@ class SharedDecisionStore:
             self._read_version.value = None
             try:
                 return self.local.read()
-            except DecisionWriteError:
+            except DecisionUnreadable:
                 return Decision()
         body, version = found
         self._read_version.value = version
         try:
             decision = Decision.from_dict(json.loads(body))
-        except ValueError as exc:
-            raise DecisionWriteError(f"cannot read {self.where}/{DECISION_KEY}: {exc}") from exc
+        except (ValueError, TypeError, KeyError) as exc:
+            raise DecisionUnreadable(f"cannot read {self.where}/{DECISION_KEY}: {exc}") from exc
         self._cache(decision, version)
         return decision
 
@@ -144,10 +146,10 @@ class SharedDecisionStore:
 
     @staticmethod
     def _encode(decision: Decision) -> bytes:
-        DecisionStore.trim_verdicts(decision)
+        FileDecisionStore.trim_verdicts(decision)
         return json.dumps(decision.to_dict(), indent=1, sort_keys=True).encode()
 
-    def _keep_verdicts(self, verdicts: Mapping[str, dict[str, Any]]) -> None:
+    def _keep_verdicts(self, verdicts: Mapping[str, Verdict]) -> None:
         for _ in range(5):
             current = self.read()
             current.verdicts = merge_verdicts(verdicts, current.verdicts)
@@ -174,22 +176,26 @@ class SharedDecisionStore:
 
     # -- what each worker reports ------------------------------------------------
 
-    def write_worker(self, report: dict[str, Any]) -> None:
+    def write_worker(self, report: WorkerReport) -> None:
         """Record what one worker serves: in the state folder, then in the store."""
         self.local.write_worker(report)
-        shared = {**report, "instance": self.instance, "decision_seen_at": self.seen_at}
+        shared = {**report.to_dict(), "instance": self.instance,
+                  "decision_seen_at": self.seen_at}
         try:
-            self.medium.put_any(f"{REPORTS_PREFIX}/{self.instance}/{report['pid']}.json",
+            self.medium.put_any(f"{REPORTS_PREFIX}/{self.instance}/{report.pid}.json",
                                 json.dumps(shared).encode())
         except StoreUnreachable as exc:
             raise OSError(f"cannot report to {self.where}: {exc}") from exc
 
-    def workers(self, max_age: float) -> list[dict[str, Any]]:
+    def workers(self, max_age: float) -> list[WorkerReport]:
         """Return the recent reports of this instance's live workers."""
         return self.local.workers(max_age)
 
     def reports(self, max_age: float) -> list[dict[str, Any]]:
-        """Return every instance's worker reports of the last ``max_age`` seconds."""
+        """Return every instance's worker reports of the last ``max_age`` seconds.
+
+        Each is a worker report with its ``instance`` and ``decision_seen_at``.
+        """
         now, recent = time.time(), []
         for _, body in self.medium.list(REPORTS_PREFIX):
             with contextlib.suppress(ValueError, KeyError):
