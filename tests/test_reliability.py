@@ -258,6 +258,7 @@ def test_a_hanging_candidate_never_blocks_requests(store, tmp_path, monkeypatch)
     settings = config.load({"LINEUP_HOME": str(tmp_path), "METAFLOW_USER": "lineup-test",
                             "LINEUP_ADMIN_TOKEN": ADMIN_TOKEN, "LINEUP_CHECK_TIMEOUT": "3",
                             "LINEUP_DATASTORE_ROOT": store.datastore,
+                            "LINEUP_DECISION_ROOT": str(tmp_path / ".lineup"),  # this test's
                             "LINEUP_MAX_WALKBACK": "1"})
     app = create_app(settings)
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
