@@ -83,8 +83,7 @@ def fleet(request, tmp_path_factory):
         trainer = config.load({**env, "LINEUP_HOME": str(home), "METAFLOW_USER": "trainer"})
         data = flows.sample(home / "data")
         with ThreadPoolExecutor(2) as pool:
-            runs = sorted(pool.map(lambda _: flows.good_run(trainer, data, GRID), range(2)),
-                          key=int)
+            runs = list(pool.map(lambda _: flows.good_run(trainer, data, GRID), range(2)))
         for i in range(3):  # each instance its own home: state folder, metrics, log
             (home / f"instance-{i}").mkdir()
         servers = [Server(home / f"instance-{i}", env) for i in range(3)]
@@ -99,7 +98,11 @@ def fleet(request, tmp_path_factory):
                                 aws=request.getfixturevalue("aws") if request.param == "s3"
                                 else None)
         try:
-            wait_all(fleet, runs[1], 60)
+            # Trained side by side, either run may have finished last: the
+            # decided one serves, the other is the one to pin back to.
+            decided = servers[0].admin("GET", "/admin/status").json()["decided_run_id"]
+            fleet.runs = [next(run for run in runs if run != decided), decided]
+            wait_all(fleet, decided, 60)
             fleet.loads = [light_load(server) for server in servers]
             yield fleet
         finally:

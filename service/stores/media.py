@@ -66,7 +66,9 @@ class FolderMedium:
 
     def _reachable(self) -> None:
         if not self.anchor.is_dir():
-            raise StoreUnreachable(f"shared store {self.anchor} is missing")
+            raise StoreUnreachable(
+                f"the decision store {self.root} is unreachable: {self.anchor} is missing or "
+                "unreadable (check LINEUP_DATASTORE_ROOT, or LINEUP_DECISION_ROOT if set)")
 
     @staticmethod
     def _version_of(stat: os.stat_result) -> str:
