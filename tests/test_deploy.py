@@ -25,7 +25,7 @@ from tests.conftest import REGION
 
 FLOW_FILE = Path(__file__).resolve().parent.parent / "service" / "training" / "flow.py"
 STEPS = ("start", "split", "train", "join", "evaluate", "end")
-PARAMETERS = {"interactions", "items", "as_of", "seed", "sample_users", "sample_events",
+PARAMETERS = {"interactions", "items", "as_of", "model", "seed", "sample_users", "sample_events",
               "sample_interactions", "holdout_days", "grid"}
 #: What ``@schedule(daily=True)`` becomes: 00:00 UTC every day. EventBridge
 #: takes the six-field form; Argo keeps the first five fields.
