@@ -381,7 +381,8 @@ def as_impostor(model):
     # Not a servable: it declares no arrays to check either.
     (as_impostor, {"check_fitted_estimator", "check_array_shapes", "check_finite_arrays"},
      "test_sanity_checks.Impostor, not a service.recommender.EventRecommender"),
-    (with_schema_version, {"check_schema_version"}, "model.schema_version_ is 0, expected 3"),
+    (with_schema_version, {"check_schema_version"},
+     f"model.schema_version_ is 0, expected {EventRecommender.SCHEMA_VERSION}"),
     (with_nan_in_past_item_factors, {"check_finite_arrays"},
      "item_factors_ has 3 non-finite value(s) at"),
     (with_inf_cluster_scores, {"check_finite_arrays"},
