@@ -36,8 +36,6 @@ pytestmark = pytest.mark.timeout(900)
 REACH = 5.0
 LEASE_SECONDS = 3
 FLOW = "LineupTrainFlow"
-#: One factor count instead of three: a run in half the time, still a sane model.
-GRID = "16"
 
 
 def _s3_environment(aws, bucket: str, metadata: Path, tmp: Path) -> dict[str, str]:
@@ -83,7 +81,7 @@ def fleet(request, tmp_path_factory):
         trainer = config.load({**env, "LINEUP_HOME": str(home), "METAFLOW_USER": "trainer"})
         data = flows.sample(home / "data")
         with ThreadPoolExecutor(2) as pool:
-            runs = list(pool.map(lambda _: flows.good_run(trainer, data, GRID), range(2)))
+            runs = list(pool.map(lambda _: flows.good_run(trainer, data), range(2)))
         for i in range(3):  # each instance its own home: state folder, metrics, log
             (home / f"instance-{i}").mkdir()
         servers = [Server(home / f"instance-{i}", env) for i in range(3)]
@@ -93,7 +91,7 @@ def fleet(request, tmp_path_factory):
             ready_means_every_worker_serves(server)
         fleet = SimpleNamespace(kind=request.param, home=home, shared=shared, env=env,
                                 servers=servers, loads=[], runs=runs, killed=[],
-                                train=lambda: flows.good_run(trainer, data, GRID),
+                                train=lambda: flows.good_run(trainer, data),
                                 read_lease=read_lease,
                                 aws=request.getfixturevalue("aws") if request.param == "s3"
                                 else None)
