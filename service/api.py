@@ -15,7 +15,6 @@ from service.config import MAX_RECOMMENDATIONS
 from service.errors import ApiError
 from service.manager import ModelManager
 from service.metrics import recommendations_counted
-from service.status import WORKER_REPORT_EVERY
 
 bp = Blueprint("api", __name__)
 
@@ -113,8 +112,10 @@ def readyz() -> Response:
     expected = int(current_app.config.get("GUNICORN_WORKERS", 0))
     siblings = readiness.sibling_pids() if expected else None
     if siblings is not None:  # under gunicorn; a bare app is one worker
+        # Any age: a live worker's slot never empties once it holds a model, so
+        # its last report stands even while a full state folder stops new ones.
         missing = readiness.workers_without_a_model(
-            manager().store.workers(max_age=3 * WORKER_REPORT_EVERY), siblings, expected)
+            manager().store.workers(max_age=float("inf")), siblings, expected)
         if missing:
             raise _model_unavailable(f"this instance is not ready: {', '.join(missing)} "
                                      "has no model yet")
