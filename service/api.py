@@ -14,7 +14,7 @@ from service import readiness
 from service.config import MAX_RECOMMENDATIONS
 from service.errors import ApiError
 from service.manager import ModelManager
-from service.metrics import recommendations_counted
+from service.metrics import count_recommendation
 
 bp = Blueprint("api", __name__)
 
@@ -82,7 +82,7 @@ def recommendations() -> Response:
     if served is None:
         raise _model_unavailable()
     chosen = served.model.recommend(user_id, n, as_of=time.time(), taste=taste)
-    recommendations_counted(chosen.strategy).inc()
+    count_recommendation(chosen.strategy)
     # Each item's fields were encoded once, when the model was loaded; a
     # request only adds the scores. They are finite (the sanity gate checks
     # it), so a float's repr is its JSON.
