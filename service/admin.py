@@ -7,7 +7,7 @@ import hmac
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from service.api import bounded_int, manager
-from service.decisions import SelectionBusy
+from service.decisions import DecisionStoreError, SelectionBusy
 from service.history import run_history
 from service.errors import ApiError
 from service.selection import PinRefused, SelectionError
@@ -45,6 +45,8 @@ def _steer(action, *args, **kwargs) -> Response:
         raise ApiError(502, "selection_failed", str(exc)) from exc
     except StoreUnavailable as exc:  # a pin reads its run before any selection starts
         raise ApiError(502, "datastore_unavailable", str(exc)) from exc
+    except DecisionStoreError as exc:  # the fleet's shared decision store is unreachable
+        raise ApiError(502, "decision_store_unavailable", str(exc)) from exc
 
 
 @bp.post("/reload")
@@ -55,7 +57,7 @@ def reload() -> Response:
 
 @bp.get("/status")
 def status() -> Response:
-    """Say which run serves, since when, and the recent verdicts."""
+    """Say which run serves, since when, the recent verdicts, and the fleet."""
     return jsonify(manager().status())
 
 

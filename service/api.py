@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from service import readiness
 from service.config import MAX_RECOMMENDATIONS
 from service.errors import ApiError
 from service.manager import ModelManager
@@ -26,10 +27,10 @@ def manager() -> ModelManager:
     return current_app.extensions["lineup"]
 
 
-def _model_unavailable() -> ApiError:
+def _model_unavailable(reason: str | None = None) -> ApiError:
     retry = max(1, min(int(current_app.config["POLL_INTERVAL"]), 60))
-    return ApiError(503, "model_unavailable",
-                    f"no model is ready yet ({manager().why_not_ready()}); try again later",
+    reason = reason or manager().why_not_ready()
+    return ApiError(503, "model_unavailable", f"no model is ready yet ({reason}); try again later",
                     {"Retry-After": str(retry)})
 
 
@@ -104,8 +105,18 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> Response:
-    """Answer 200 while a model is loaded, 503 before."""
+    """Answer 200 while this worker and every other worker of the instance hold a model."""
     served = manager().slot.get()
     if served is None:
         raise _model_unavailable()
+    expected = int(current_app.config.get("GUNICORN_WORKERS", 0))
+    siblings = readiness.sibling_pids() if expected else None
+    if siblings is not None:  # under gunicorn; a bare app is one worker
+        # Any age: a live worker's slot never empties once it holds a model, so
+        # its last report stands even while a full state folder stops new ones.
+        missing = readiness.workers_without_a_model(
+            manager().store.workers(max_age=float("inf")), siblings, expected)
+        if missing:
+            raise _model_unavailable(f"this instance is not ready: {', '.join(missing)} "
+                                     "has no model yet")
     return jsonify(status="ready", run_id=served.run_id, pid=os.getpid())

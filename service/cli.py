@@ -156,7 +156,7 @@ def cmd_reload(settings: Mapping[str, Any], args: argparse.Namespace) -> int:
 
 
 def cmd_status(settings: Mapping[str, Any], args: argparse.Namespace) -> int:
-    """Show which run serves and the recent verdicts."""
+    """Show which run serves, the recent verdicts, and every instance of the fleet."""
     status = admin_call(settings, "GET", "/admin/status")
     serving = status.get("serving") or {}
     lines = [
@@ -169,6 +169,14 @@ def cmd_status(settings: Mapping[str, Any], args: argparse.Namespace) -> int:
         _table([(v["run_id"], "passed" if v["passed"] else "rejected",
                  _when(v.get("evaluated_at")), v.get("reason")) for v in status["verdicts"]],
                ("run", "verdict", "evaluated", "reason")),
+        "",
+        _table([(i["instance"] + (" (this one)" if i["instance"] == status.get("instance")
+                                  else ""),
+                 ", ".join(i["run_ids"]), _when(i.get("decision_seen_at")),
+                 (i.get("last_error") or {}).get("message"),
+                 f"STALE: {i['stale_reason']}" if i["stale"] else "ok")
+                for i in status.get("instances", [])],
+               ("instance", "serving", "saw the decision", "last error", "state")),
     ]
     _emit(args, status, "\n".join(lines))
     return 0

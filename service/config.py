@@ -9,6 +9,7 @@ gunicorn, the CLI and the sanity suite all call :func:`load`.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -57,17 +58,52 @@ def _path(text: str) -> Path:
     return Path(os.path.abspath(Path(text).expanduser()))
 
 
+def _decision_root(env: Mapping[str, str], metadata: str, datastore: str, state: str) -> str:
+    """Where the decision lives: beside the runs whenever instances share them."""
+    explicit = env.get("LINEUP_DECISION_ROOT", "").strip()
+    if explicit:
+        return explicit.rstrip("/") if explicit.startswith("s3://") else str(_path(explicit))
+    if metadata == "local":
+        return str(Path(datastore) / ".lineup")
+    sysroot = env.get("METAFLOW_DATASTORE_SYSROOT_S3", "").strip().rstrip("/")
+    # Metaflow's settings without an S3 root: nothing known to be shared.
+    return f"{sysroot}/.lineup" if sysroot else state
+
+
+def _instance_id(bind: str) -> str:
+    # A pod's host name is its own; instances on one host differ by port.
+    return f"{socket.gethostname()}-{bind.rsplit(':', 1)[-1]}"
+
+
 def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Return the settings as a flat mapping of upper-case keys, Flask style."""
     env = os.environ if environ is None else environ
     home = _path(_str(env, "LINEUP_HOME", str(Path.home() / ".lineup")))
+    metadata = _choice(env, "LINEUP_METADATA", ("local", "service"))
+    datastore = str(_path(_str(env, "LINEUP_DATASTORE_ROOT", str(home / "metaflow"))))
+    state = str(_path(_str(env, "LINEUP_STATE_DIR", str(home / "state"))))
+    bind = _str(env, "LINEUP_BIND", "127.0.0.1:8000")
     return {
         "HOME": str(home),
         # Where the trainer and the service find Metaflow runs (the parent of
         # ``.metaflow``). Artifacts record this absolute path, so both sides
         # must see the store at the same path.
-        "DATASTORE_ROOT": str(_path(_str(env, "LINEUP_DATASTORE_ROOT", str(home / "metaflow")))),
-        "STATE_DIR": str(_path(_str(env, "LINEUP_STATE_DIR", str(home / "state")))),
+        "DATASTORE_ROOT": datastore,
+        # Instance-local: the shared copies of models, worker reports, and a
+        # cache of the decision; its loss costs a reload.
+        "STATE_DIR": state,
+        # The fleet's one decision (serving run, pin, verdicts) and selection
+        # lease: a folder or an s3:// URL beside the runs. Equal to STATE_DIR,
+        # the decision is this instance's own, as before fleets.
+        "DECISION_ROOT": _decision_root(env, metadata, datastore, state),
+        # How this instance names itself in the fleet's status.
+        "INSTANCE_ID": _str(env, "LINEUP_INSTANCE_ID", _instance_id(bind)),
+        # A selection lease not renewed for this long is taken over.
+        "LEASE_SECONDS": _float(env, "LINEUP_LEASE_SECONDS", 30.0),
+        # Clock difference between hosts that must never make a live lease look stale.
+        "CLOCK_SKEW": _float(env, "LINEUP_CLOCK_SKEW", 5.0),
+        # Metaflow's own S3 endpoint setting (a local S3 or a VPC endpoint).
+        "S3_ENDPOINT_URL": env.get("METAFLOW_S3_ENDPOINT_URL", "").strip() or None,
         "FLOW_NAME": _str(env, "LINEUP_FLOW_NAME", FLOW_NAME),
         # The training data the flow reads when no --interactions is given, a
         # path or an s3:// URL; read when the flow is run or deployed, so a
@@ -77,7 +113,7 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         # "local": the datastore and metadata in DATASTORE_ROOT (the embedded
         # default). "service": Metaflow's own configuration (METAFLOW_SERVICE_URL,
         # METAFLOW_DATASTORE_SYSROOT_S3, a profile) says where runs live.
-        "METADATA": _choice(env, "LINEUP_METADATA", ("local", "service")),
+        "METADATA": metadata,
         # Empty means the global namespace (Metaflow's ``namespace(None)``):
         # the service must see runs made by other users and by schedulers.
         "METAFLOW_NAMESPACE": env.get("LINEUP_METAFLOW_NAMESPACE", "").strip() or None,
@@ -106,7 +142,7 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "STALE_AFTER_HOURS": _float(env, "LINEUP_STALE_AFTER_HOURS", 36.0),
         "DEFAULT_N": _int(env, "LINEUP_DEFAULT_N", 10),
         "SERVICE_URL": _str(env, "LINEUP_SERVICE_URL", "http://127.0.0.1:8000"),
-        "BIND": _str(env, "LINEUP_BIND", "127.0.0.1:8000"),
+        "BIND": bind,
         "WORKERS": _int(env, "LINEUP_WORKERS", 2),
         "THREADS": _int(env, "LINEUP_THREADS", 2),
         "LOG_LEVEL": _str(env, "LINEUP_LOG_LEVEL", "info"),

@@ -49,7 +49,8 @@ class SelectionBusy(RuntimeError):
 class DecisionStore(Protocol):
     """Where the decision lives, shared by every worker that follows it.
 
-    Implementations: :class:`FileDecisionStore` (a state folder on one host)
+    Implementations: :class:`FileDecisionStore` (a state folder on one host),
+    :class:`service.stores.SharedDecisionStore` (the fleet's, beside the runs)
     and the in-memory fake of the tests. ``create_app`` and the CLI get theirs
     from :func:`service.backends.decision_store`.
     """
@@ -58,7 +59,12 @@ class DecisionStore(Protocol):
         """Return the decision, or an empty one; raise DecisionUnreadable."""
 
     def signature(self) -> Hashable | None:
-        """Return a cheap marker that changes whenever the decision does."""
+        """Return a cheap marker that changes whenever the decision does; raise
+        DecisionStoreError when the store cannot be reached."""
+
+    def cached(self) -> Decision:
+        """Return the last decision this instance saw, for a worker that starts
+        while the store is unreachable."""
 
     def write(self, decision: Decision) -> None:
         """Replace the decision atomically; raise DecisionWriteError."""
@@ -101,13 +107,22 @@ class FileDecisionStore:
             return None
         return (st.st_mtime_ns, st.st_size)
 
-    def write(self, decision: Decision) -> None:
-        """Replace the decision on disk atomically; raise DecisionWriteError on failure."""
-        decision.updated_at = time.time()
+    def cached(self) -> Decision:
+        """Return the decision on disk: on one host it is its own cache."""
+        return self.read()
+
+    @staticmethod
+    def trim_verdicts(decision: Decision) -> None:
+        """Keep the newest MAX_VERDICTS verdicts; older runs are judged again if reached."""
         if len(decision.verdicts) > MAX_VERDICTS:
             newest = sorted(decision.verdicts.items(),
                             key=lambda kv: kv[1].evaluated_at, reverse=True)
             decision.verdicts = dict(newest[:MAX_VERDICTS])
+
+    def write(self, decision: Decision) -> None:
+        """Replace the decision on disk atomically; raise DecisionWriteError on failure."""
+        decision.updated_at = time.time()
+        self.trim_verdicts(decision)
         payload = json.dumps(decision.to_dict(), indent=1, sort_keys=True)
         tmp_name = None
         try:

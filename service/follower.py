@@ -49,14 +49,18 @@ class Follower:
     def sync(self, *, force: bool = False) -> bool:
         """Serve the run the decision names; return True if the slot changed."""
         with self._lock:
-            signature = self.store.signature()
-            if signature is None or (signature == self._seen and not force):
-                return False
             try:
+                signature = self.store.signature()
+                if signature is None or (signature == self._seen and not force):
+                    return False
                 serving = self.store.read().serving
             except DecisionStoreError as exc:
                 self._record_error(str(exc))
-                return False
+                if self.slot.get() is not None:
+                    return False  # keep serving; catch up when the store is back
+                # A worker that starts while the store is unreachable serves
+                # the decision its instance last saw.
+                serving, signature = self.store.cached().serving, None
             current = self.slot.get()
             if serving is None or (current is not None and current.run_id == serving.run_id
                                    and current.forced == serving.forced):

@@ -117,7 +117,11 @@ def pre_fork(server, worker):
 
 
 def post_worker_init(worker):
-    """Start the worker's model watcher (threads do not survive a fork)."""
+    """Start the worker's model watcher (threads do not survive a fork).
+
+    The worker count tells /readyz how many siblings must hold a model.
+    """
+    worker.wsgi.config["GUNICORN_WORKERS"] = worker.cfg.workers
     worker.wsgi.extensions["lineup"].start()
     worker.log.info("worker %s watching for models", worker.pid)
 

@@ -59,6 +59,7 @@ class ModelManager:
         """
         try:
             self.sync()
+            self.reporter.report()  # the siblings' /readyz wait for this worker's report
         except Exception as exc:  # a worker starts even when its first look fails
             self.errors.record(f"first look at the decision: {type(exc).__name__}: {exc}")
         self.watcher.start()

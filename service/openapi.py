@@ -155,6 +155,7 @@ def _schemas() -> dict[str, Any]:
                 "selection": {"type": "integer", "description": "The decision's generation."},
                 "reason": {"type": "string", "examples": ["admin", "poll", "pin", "unpin"]},
                 "pid": {"type": "integer"},
+                "instance": {"type": "string", "description": "The instance that selected."},
                 "started_at": EPOCH,
                 "finished_at": EPOCH,
                 "seconds": NUMBER,
@@ -202,6 +203,23 @@ def _schemas() -> dict[str, Any]:
             "properties": {"pid": {"type": "integer"}, "run_id": {"type": ["string", "null"]},
                            "seen_at": EPOCH, "loaded_at": {"type": ["number", "null"]}},
         },
+        "Instance": {
+            "description": "One instance of the fleet, from its workers' last reports.",
+            "type": "object",
+            "required": ["instance", "run_ids", "workers", "reported_at", "decision_seen_at",
+                         "last_error", "stale", "stale_reason"],
+            "properties": {
+                "instance": STRING,
+                "run_ids": STRINGS,
+                "workers": {"type": "array", "items": {"type": "integer"}},
+                "reported_at": EPOCH,
+                "decision_seen_at": {"type": "number",
+                                     "description": "When it last read the decision."},
+                "last_error": {"type": ["object", "null"]},
+                "stale": {"type": "boolean"},
+                "stale_reason": {"type": ["string", "null"]},
+            },
+        },
         "Status": {
             "type": "object",
             "required": ["ready", "serving", "decided_run_id", "pin", "last_selection",
@@ -219,6 +237,10 @@ def _schemas() -> dict[str, Any]:
                 }),
                 "worker_pid": {"type": "integer"},
                 "workers": {"type": "array", "items": _ref("Worker")},
+                "instance": {"type": "string", "description": "This instance's name."},
+                "instances": {"type": "array", "items": _ref("Instance"),
+                              "description": "Every instance that reported in the last "
+                                             "minute; a stale one is flagged."},
             },
         },
         "Run": {
@@ -318,8 +340,10 @@ def _paths() -> dict[str, Any]:
         }},
         "/readyz": {"get": {
             "tags": ["public"], "operationId": "readyz",
-            "summary": "Answer 200 while a model is loaded, 503 before.",
-            "responses": {"200": _ok("A model is loaded.", _ref("Ready")), **_errors(503)},
+            "summary": "Answer 200 while this worker and every other worker of the instance "
+                       "hold a model.",
+            "responses": {"200": _ok("Every worker of this instance holds a model.",
+                                     _ref("Ready")), **_errors(503)},
         }},
         "/metrics": {"get": {
             "tags": ["public"], "operationId": "metrics",
@@ -341,7 +365,7 @@ def _paths() -> dict[str, Any]:
         }},
         "/admin/status": {"get": {
             **admin, "operationId": "status",
-            "summary": "Say which run serves, since when, and the recent verdicts.",
+            "summary": "Say which run serves, since when, the recent verdicts, and the fleet.",
             "responses": {"200": _ok("The status.", _ref("Status")), **_errors(*admin_errors)},
         }},
         "/admin/runs": {"get": {

@@ -124,6 +124,7 @@ class Selection(JsonRecord):
     pinned: str | None
     candidates: list[dict[str, Any]]
     error: str | None
+    instance: str | None = None  # the instance that selected, whose clock the times are
 
 
 @dataclass(frozen=True)

@@ -142,7 +142,8 @@ class Selector:
             before=before, after=decision.serving_run_id,
             changed=decision.serving_run_id != before,
             pinned=decision.pin.run_id if decision.pin else None,
-            candidates=[entry.to_dict() for entry in outcome.looked], error=error)
+            candidates=[entry.to_dict() for entry in outcome.looked], error=error,
+            instance=self.settings["INSTANCE_ID"])
         decision.last_selection = selection
         try:
             self.store.write(decision)
@@ -165,11 +166,22 @@ class Selector:
         with self.store.selection_lock(timeout=wait):
             decision = self.read_for_update()
             last = decision.last_selection
-            if reason != "poll" and last and last.started_at >= requested_at:
+            if reason != "poll" and last and self._started_after(last, requested_at):
                 if last.error:
                     raise SelectionError(failed_message(last.before, last.error))
                 return {**last.to_dict(), "joined": True}
             return self.select(decision, reason).to_dict()
+
+    def _started_after(self, selection: Selection, requested_at: float) -> bool:
+        """True when ``selection`` surely started after a request made at ``requested_at``.
+
+        Another instance's start time is by its own clock: it must be later by
+        more than the clock skew (else this instance selects again, which
+        remembered verdicts make cheap).
+        """
+        same_clock = selection.instance in (None, self.settings["INSTANCE_ID"])
+        margin = 0.0 if same_clock else float(self.settings["CLOCK_SKEW"])
+        return selection.started_at >= requested_at + margin
 
     def pin(self, run_id: str, *, force: bool = False) -> dict[str, Any]:
         """Serve exactly ``run_id`` until unpinned; refuse, changing nothing, if it cannot."""

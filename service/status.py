@@ -12,6 +12,7 @@ from service import metrics
 from service.decisions import DecisionStore, DecisionStoreError
 from service.records import Decision, WorkerReport
 from service.slot import ModelSlot
+from service.stores import fleet_status
 
 logger = logging.getLogger(__name__)
 
@@ -130,4 +131,17 @@ def describe(settings: Mapping[str, Any], slot: ModelSlot, store: DecisionStore,
         "worker_pid": os.getpid(),
         "workers": [report.to_dict() for report in
                     store.workers(max_age=3 * WORKER_REPORT_EVERY)],
+        "instance": settings["INSTANCE_ID"],
+        "instances": _fleet(settings, store, errors, decision),
     }
+
+
+def _fleet(settings: Mapping[str, Any], store: DecisionStore, errors: ErrorLog,
+           decision: Decision) -> list[dict[str, Any]]:
+    """Every instance that reported in the last minute; none when the store is unreachable."""
+    try:
+        return fleet_status(store, settings["INSTANCE_ID"], decision.serving_run_id,
+                            3 * WORKER_REPORT_EVERY)
+    except DecisionStoreError as exc:
+        errors.record(str(exc))
+        return []

@@ -7,6 +7,7 @@ import pytest
 from service import config, create_app
 
 ADMIN_TOKEN = "test-admin-token"
+REGION = "us-east-1"
 
 
 @pytest.fixture
@@ -18,6 +19,8 @@ def settings(tmp_path):
         "LINEUP_ADMIN_TOKEN": ADMIN_TOKEN,
         "LINEUP_CHECK_TIMEOUT": "60",
         "LINEUP_POLL_INTERVAL": "3600",
+        # The shared decision store, beside this test's own runs (see history_settings).
+        "LINEUP_DECISION_ROOT": str(tmp_path / ".lineup"),
     })
 
 
@@ -95,3 +98,22 @@ def fitted_model(small_world):
 
     log, catalogue = small_world
     return EventRecommender(n_components=16, n_clusters=4).fit(log, items=catalogue)
+
+
+# A local AWS: the deploy tests' emulator, and the fleet's S3 decision store.
+
+@pytest.fixture(scope="session")
+def aws():
+    """A moto server on a free port of 127.0.0.1; always stopped."""
+    from types import SimpleNamespace
+
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    emulator = SimpleNamespace(url=f"http://{host}:{port}", server=server, port=port)
+    try:
+        yield emulator
+    finally:
+        emulator.server.stop()  # a test may have restarted it (tests/test_fleet.py)

@@ -76,6 +76,9 @@ class FakeDecisionStore:
     def signature(self) -> int | None:
         return self.writes if self.decision else None
 
+    def cached(self) -> Decision:
+        return self.read()
+
     def write(self, decision: Decision) -> None:
         from service.decisions import DecisionWriteError
 

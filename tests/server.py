@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -103,3 +104,50 @@ class Server:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:]
+
+
+class Load:
+    """Threads asking for recommendations until stopped, bounded in count and time."""
+
+    def __init__(self, url: str, threads: int = 4, seconds: float = 120,
+                 requests_each: int = 100_000, close: bool = False, pause: float = 0.0) -> None:
+        self.url, self.seconds, self.requests_each, self.close = url, seconds, requests_each, close
+        self.pause = pause  # between two requests of a thread: a lighter load
+        self.answers: list[tuple[float, str | None]] = []
+        self.failures: list[tuple[float, str]] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True)
+                         for i in range(threads)]
+
+    def _run(self, index: int) -> None:
+        session = requests.Session()
+        headers = {"Connection": "close"} if self.close else {}
+        deadline = time.monotonic() + self.seconds
+        for i in range(self.requests_each):
+            if self._stop.wait(self.pause) or time.monotonic() > deadline:
+                break
+            try:
+                response = session.get(self.url + "/recommendations", timeout=10, headers=headers,
+                                       params={"user_id": f"u-{(i * 7 + index) % 1500:06d}"})
+            except requests.RequestException as exc:
+                self.failures.append((time.monotonic(), repr(exc)))
+                continue
+            if response.status_code == 200:
+                self.answers.append((time.monotonic(), response.headers["X-Model-Run"]))
+            else:
+                self.failures.append((time.monotonic(), f"{response.status_code} "
+                                                        f"{response.text[:200]}"))
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=15)
+
+    def runs(self, since: float = 0.0) -> set[str | None]:
+        """Return the runs that answered since a monotonic time."""
+        return {run for at, run in list(self.answers) if at >= since}

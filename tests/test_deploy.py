@@ -18,9 +18,10 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
+
+from tests.conftest import REGION
 
 FLOW_FILE = Path(__file__).resolve().parent.parent / "service" / "training" / "flow.py"
 STEPS = ("start", "split", "train", "join", "evaluate", "end")
@@ -36,7 +37,6 @@ DAILY_ARGO = "0 0 * * ?"
 #: Nothing listens on the discard port, so a call that escapes 127.0.0.1 fails fast.
 DEAD_END = "http://127.0.0.1:9"
 KUBERNETES_NAMESPACE = "lineup-jobs"
-REGION = "us-east-1"
 
 
 def _first_token() -> str:
@@ -44,20 +44,6 @@ def _first_token() -> str:
     from metaflow.plugins.aws.step_functions.production_token import new_token
 
     return new_token("lineuptrainflow")
-
-
-@pytest.fixture(scope="module")
-def aws():
-    """A moto server on a free port of 127.0.0.1; always stopped."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        yield SimpleNamespace(url=f"http://{host}:{port}")
-    finally:
-        server.stop()
 
 
 def _client(aws, service: str):

@@ -223,6 +223,7 @@ def _module_app(tmp_path_factory, history, **overrides):
         "LINEUP_HOME": str(home), "METAFLOW_USER": "lineup-test",
         "LINEUP_ADMIN_TOKEN": ADMIN_TOKEN, "LINEUP_CHECK_TIMEOUT": "60",
         "LINEUP_POLL_INTERVAL": "3600",
+        "LINEUP_DECISION_ROOT": str(home / ".lineup"),  # its own, beside the shared history
     })
     return create_app({**settings, "DATASTORE_ROOT": history.datastore, **overrides})
 

@@ -83,6 +83,9 @@ def test_status_runs_and_check_for_people_and_scripts(ops):
     assert status["serving"]["run_id"] == serving(server)
     table = lineup(server, "status").stdout
     assert f"serving: run {serving(server)}" in table
+    # The fleet's table: this instance, what it serves, and that it is up to date.
+    assert re.search(rf"{re.escape(status['instance'])} \(this one\)\s+{serving(server)}\s.*ok$",
+                     table, re.MULTILINE), table
 
     runs = json.loads(lineup(server, "--json", "runs").stdout)
     verdicts = [run["verdict"] for run in runs]

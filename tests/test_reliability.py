@@ -34,7 +34,7 @@ from service import config, create_app, gate
 from service.status import WORKER_REPORT_EVERY
 from tests import flows
 from tests.conftest import ADMIN_TOKEN
-from tests.server import Server
+from tests.server import Load, Server
 
 #: Each case waits at most this long for the service to reach a state.
 SETTLE = 30
@@ -60,8 +60,11 @@ def serve(store, tmp_path):
     servers: list[Server] = []
 
     def start(**env: str) -> Server:
+        # One instance's own decision in its state folder (the module's runs are shared
+        # by every case; tests/test_fleet.py covers the decision shared beside them).
         server = Server(tmp_path, {"LINEUP_DATASTORE_ROOT": store.datastore,
                                    "LINEUP_STATE_DIR": str(tmp_path / "state"),
+                                   "LINEUP_DECISION_ROOT": str(tmp_path / "state"),
                                    "LINEUP_POLL_INTERVAL": "3600", **env})
         servers.append(server)
         return server.start()
@@ -115,52 +118,6 @@ def lock_holder(state_dir: Path) -> int | None:
                 fields[-3].rsplit(":", 1)[-1] == str(inode):
             return int(fields[-4])
     return None
-
-
-class Load:
-    """Threads asking for recommendations until stopped, bounded in count and time."""
-
-    def __init__(self, url: str, threads: int = 4, seconds: float = 120,
-                 requests_each: int = 100_000, close: bool = False) -> None:
-        self.url, self.seconds, self.requests_each, self.close = url, seconds, requests_each, close
-        self.answers: list[tuple[float, str | None]] = []
-        self.failures: list[tuple[float, str]] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True)
-                         for i in range(threads)]
-
-    def _run(self, index: int) -> None:
-        session = requests.Session()
-        headers = {"Connection": "close"} if self.close else {}
-        deadline = time.monotonic() + self.seconds
-        for i in range(self.requests_each):
-            if self._stop.is_set() or time.monotonic() > deadline:
-                break
-            try:
-                response = session.get(self.url + "/recommendations", timeout=10, headers=headers,
-                                       params={"user_id": f"u-{(i * 7 + index) % 1500:06d}"})
-            except requests.RequestException as exc:
-                self.failures.append((time.monotonic(), repr(exc)))
-                continue
-            if response.status_code == 200:
-                self.answers.append((time.monotonic(), response.headers["X-Model-Run"]))
-            else:
-                self.failures.append((time.monotonic(), f"{response.status_code} "
-                                                        f"{response.text[:200]}"))
-
-    def __enter__(self) -> Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=15)
-
-    def runs(self, since: float = 0.0) -> set[str | None]:
-        """Return the runs that answered since a monotonic time."""
-        return {run for at, run in list(self.answers) if at >= since}
 
 
 # -- 1. a worker killed during a reload -----------------------------------------
@@ -301,6 +258,7 @@ def test_a_hanging_candidate_never_blocks_requests(store, tmp_path, monkeypatch)
     settings = config.load({"LINEUP_HOME": str(tmp_path), "METAFLOW_USER": "lineup-test",
                             "LINEUP_ADMIN_TOKEN": ADMIN_TOKEN, "LINEUP_CHECK_TIMEOUT": "3",
                             "LINEUP_DATASTORE_ROOT": store.datastore,
+                            "LINEUP_DECISION_ROOT": str(tmp_path / ".lineup"),  # this test's
                             "LINEUP_MAX_WALKBACK": "1"})
     app = create_app(settings)
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

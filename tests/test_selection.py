@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -238,6 +240,29 @@ def test_an_old_model_is_stale_but_still_ready(history_settings, history, admin_
     fresh.post("/admin/reload", headers=admin_headers)
     assert fresh.get("/admin/status", headers=admin_headers).get_json()["serving"]["stale"] \
         is False
+
+
+def test_an_instance_is_ready_only_when_every_worker_holds_a_model(
+        history_app, admin_headers, monkeypatch):
+    from service import readiness
+    from service.records import WorkerReport
+
+    assert os.getpid() in readiness.sibling_pids()  # this process, as its parent's child
+    client = history_app.test_client()
+    client.post("/admin/reload", headers=admin_headers)
+    manager_of(history_app).reporter.report()
+    # Under gunicorn, with a sibling that has not reported a model yet.
+    history_app.config["GUNICORN_WORKERS"] = 2
+    sibling = os.getpid() + 100_000
+    monkeypatch.setattr(readiness, "sibling_pids", lambda: {os.getpid(), sibling})
+    answer = client.get("/readyz")
+    assert answer.status_code == 503
+    assert f"worker {sibling} has no model" in answer.get_json()["error"]["message"]
+    manager_of(history_app).store.write_worker(
+        WorkerReport(pid=sibling, run_id="7", seen_at=time.time(), loaded_at=0, last_error=None))
+    assert client.get("/readyz").status_code == 200
+    monkeypatch.setattr(readiness, "sibling_pids", lambda: {os.getpid()})  # one not started
+    assert "1 worker(s) not started" in client.get("/readyz").get_json()["error"]["message"]
 
 
 def test_the_serving_run_is_judged_again_when_the_checks_change(history_settings, history):
