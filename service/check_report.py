@@ -10,11 +10,19 @@ measured, with its interval and rule), and the holdout metrics the run claims.
 from __future__ import annotations
 
 import html
+import logging
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from service.contract import BASELINE_DIFFERENCE_ARTIFACT, INTERVALS_ARTIFACT, METRIC_KEYS
+
+if TYPE_CHECKING:
+    from service.gate import Evaluation
+    from service.runs import RunRecord, RunSource
+
+logger = logging.getLogger(__name__)
 
 #: A result's numbers judged by its check, shown as claimed against measured.
 MEASURES_FIELD = "measures"
@@ -212,3 +220,15 @@ def render(pathspec: str, verdict: Mapping[str, Any], report: Mapping[str, Any],
         f"{_value(facts)}"
         f"{checks_section(results)}{measures_section(results)}"
         f"{metrics_section(claimed)}{extras}</body></html>")
+
+
+def write_page(path: str, source: RunSource, record: RunRecord, evaluation: Evaluation) -> None:
+    """Write the verdict as a self-contained HTML page; raise OSError when it cannot."""
+    try:
+        claimed = source.summary(record)
+    except Exception as exc:  # the page still shows the checks; the gate judged the read
+        logger.warning("run %s: cannot read its summary for the page: %s", record.run_id, exc)
+        claimed = {}
+    page = render(record.pathspec, evaluation.verdict.to_dict(), evaluation.report.to_dict(),
+                  claimed)
+    Path(path).write_text(page, encoding="utf-8")

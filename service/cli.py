@@ -17,13 +17,10 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from service import config
-from service.runs import RunNotFound, RunRecord, RunSource, StoreUnavailable
-
-if TYPE_CHECKING:
-    from service.gate import Evaluation
+from service.runs import RunNotFound, StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -204,61 +201,33 @@ def _fmt(value: float | None) -> str | None:
     return None if value is None else f"{value:.4f}"
 
 
-def _serving_model(settings: Mapping[str, Any], source: Any) -> Any:
-    """Return the decided serving run's model as a ServedModel, or None when none is decided."""
-    from service.backends import decision_store
-    from service.loader import load_from_run
-    from service.slot import ServedModel
-
-    serving = decision_store(settings).read().serving
-    if serving is None:
-        return None
-    record = source.get(serving.run_id)
-    _progress(f"comparing with the serving run {record.run_id}")
-    model, _ = load_from_run(source, record)
-    return ServedModel(model=model, run_id=record.run_id, pathspec=record.pathspec,
-                       loaded_at=time.time(), finished_at=record.finished_at)
-
-
 def cmd_check(settings: Mapping[str, Any], args: argparse.Namespace) -> int:
     """Run the sanity suite on one run; print each check's decision and claimed vs measured."""
+    from service import check_report
     from service.backends import run_source
-    from service.gate import evaluate
+    from service.gate import decided_serving_model, evaluate
 
     source = run_source(settings)
     record = source.get(args.run)
     if not record.successful:
         raise CommandError(f"run {record.run_id} is {record.state}; only successful runs "
                            "can be checked")
-    serving = _serving_model(settings, source)
+    serving = decided_serving_model(settings, source)
+    if serving is not None:
+        _progress(f"comparing with the serving run {serving.run_id}")
     _progress(f"checking run {record.pathspec}")
     evaluation = evaluate(source, record, settings, serving)
     if args.html:
-        _write_check_page(args.html, source, record, evaluation)
+        try:
+            check_report.write_page(args.html, source, record, evaluation)
+        except OSError as exc:
+            raise CommandError(f"cannot write {args.html}: {exc}") from exc
+        _progress(f"wrote {args.html}")
     report = evaluation.report
     text = (f"{report.format()}\n\nclaimed against measured "
             f"(serving run: {serving.run_id if serving else 'none'})\n{report.format_measures()}")
     _emit(args, evaluation.verdict.to_dict(), text)
     return 0 if evaluation.verdict.passed else 1
-
-
-def _write_check_page(path: str, source: RunSource, record: RunRecord,
-                      evaluation: Evaluation) -> None:
-    """Write the verdict as a self-contained HTML page (service/check_report.py)."""
-    from service import check_report
-
-    try:
-        claimed = source.summary(record)
-    except Exception as exc:  # the page still shows the checks; the gate judged the read
-        logger.warning("run %s: cannot read its summary for the page: %s", record.run_id, exc)
-        claimed = {}
-    page = check_report.render(record.pathspec, evaluation.verdict.to_dict(),
-                               evaluation.report.to_dict(), claimed)
-    try:
-        Path(path).write_text(page, encoding="utf-8")
-    except OSError as exc:
-        raise CommandError(f"cannot write {path}: {exc}") from exc
-    _progress(f"wrote {path}")
 
 
 def cmd_pin(settings: Mapping[str, Any], args: argparse.Namespace) -> int:

@@ -174,3 +174,16 @@ def evaluate_within(source: RunSource, record: RunRecord, settings: Mapping[str,
         return Evaluation(_verdict(record, report, fingerprint, time.perf_counter() - started),
                           report=report)
     return outcome["evaluation"]
+
+
+def decided_serving_model(settings: Mapping[str, Any], source: RunSource) -> ServedModel | None:
+    """Load the decision's serving run, to compare a candidate with it outside a worker."""
+    from service.backends import decision_store
+    from service.loader import serve
+
+    serving = decision_store(settings).read().serving
+    if serving is None:
+        return None
+    record = source.get(serving.run_id)
+    model, _ = load_from_run(source, record)
+    return serve(model, record, serving.holdout_metrics)
