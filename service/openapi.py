@@ -12,6 +12,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 
 from service.config import MAX_RECOMMENDATIONS
+from service.filters import MAX_FILTER_VALUES
 
 bp = Blueprint("openapi", __name__)
 
@@ -101,15 +102,19 @@ def _schemas() -> dict[str, Any]:
                 "score": NUMBER,
                 "title": {"type": ["string", "null"]},
                 "category": {"type": ["string", "null"]},
+                "city": {"type": ["string", "null"]},
                 "starts_at": {"type": ["string", "null"], "format": "date-time"},
             },
         },
         "Recommendations": {
             "type": "object",
-            "required": ["user_id", "strategy", "run_id", "items"],
+            "required": ["user_id", "strategy", "run_id", "exhausted", "items"],
             "additionalProperties": False,
             "properties": {
                 "user_id": STRING,
+                "exhausted": {"type": "boolean",
+                              "description": "True when fewer than `n` events qualify (with "
+                                             "the filters), so the list is shorter."},
                 "strategy": {"type": "string",
                              "enum": ["personalised", "cold_start", "cold_start_taste"]},
                 "run_id": {"type": "string", "description": "The run whose model answered."},
@@ -270,6 +275,25 @@ def _error_responses() -> dict[str, Any]:
     return responses
 
 
+def _filter_parameters() -> list[dict[str, Any]]:
+    """The filters of /recommendations (service/filters.py); each one is exact."""
+    names = {"type": "array", "maxItems": MAX_FILTER_VALUES,
+             "items": {"type": "string", "pattern": r"[^,\s]"}}
+    instant = {"type": "string", "format": "date-time"}
+    return [
+        {"name": "city", "in": "query", "required": False, "style": "form", "explode": True,
+         "description": "Only events in these cities (repeat it, or separate with commas; "
+                        "any case).", "schema": names},
+        {"name": "category", "in": "query", "required": False, "style": "form",
+         "explode": True, "description": "Only events of these categories.", "schema": names},
+        {"name": "starts_after", "in": "query", "required": False,
+         "description": "Only events starting after this instant (ISO 8601; naive is UTC).",
+         "schema": instant},
+        {"name": "starts_before", "in": "query", "required": False,
+         "description": "Only events starting before this instant.", "schema": instant},
+    ]
+
+
 def _paths() -> dict[str, Any]:
     admin = {"tags": ["admin"], "security": [{"adminToken": []}]}
     admin_errors = (401, 403)
@@ -289,6 +313,7 @@ def _paths() -> dict[str, Any]:
                 {"name": "taste", "in": "query", "required": False,
                  "description": "A taste cluster for users the model does not know.",
                  "schema": {"type": "string"}},
+                *_filter_parameters(),
             ],
             "responses": {
                 "200": _ok("The recommendations.", _ref("Recommendations"), {

@@ -72,6 +72,7 @@ class _Catalogued:
         self.item_titles_ = self.item_ids_.copy()
         self.item_categories_ = np.full(n_items, "unknown")
         self.item_starts_at_ = np.full(n_items, np.inf, dtype=np.float64)
+        self.item_cities_ = np.full(n_items, "")
         if items is not None and len(items):
             at = np.searchsorted(self.item_ids_, catalogue_ids)
             self.item_titles_ = self.item_titles_.astype(
@@ -81,13 +82,17 @@ class _Catalogued:
                 np.result_type(self.item_categories_, np.asarray(items.category).astype(str)))
             self.item_categories_[at] = np.asarray(items.category).astype(str)
             self.item_starts_at_[at] = np.asarray(items.starts_at, dtype=np.float64)
+            if items.city is not None:  # kept for the city filter (service/filters.py)
+                self.item_cities_ = self.item_cities_.astype(np.asarray(items.city).dtype)
+                self.item_cities_[at] = np.asarray(items.city).astype(str)
         # Order the catalogue by start time (then id): the items still upcoming at
         # any instant are then a suffix, and a request scores only that suffix.
         by_start = np.lexsort((self.item_ids_, self.item_starts_at_))
         position = np.empty_like(by_start)
         position[by_start] = np.arange(n_items)
         item_col[used_items] = position[item_col[used_items]]
-        for name in ("item_ids_", "item_titles_", "item_categories_", "item_starts_at_"):
+        for name in ("item_ids_", "item_titles_", "item_categories_", "item_starts_at_",
+                     "item_cities_"):
             setattr(self, name, getattr(self, name)[by_start])
 
         self.fitted_as_of_ = float(np.max(X.timestamp))
@@ -181,9 +186,10 @@ class EventRecommender(_Catalogued, BaseEstimator):
     are left.
     """
 
-    #: 3: each user's best items are ranked at fit time (2: the catalogue is in
-    #: start order; 1: by item id).
-    SCHEMA_VERSION = 3
+    #: 4: items keep their city, new items are scored from metadata (3: each
+    #: user's best items are ranked at fit time; 2: the catalogue is in start
+    #: order; 1: by item id).
+    SCHEMA_VERSION = 4
 
     def __init__(self, *, n_components: int = 64, n_clusters: int = 8,
                  popularity_weight: float = 0.1, purchase_weight: float = 5.0,
