@@ -94,7 +94,10 @@ def recommendations() -> Response:
     if served is None:
         raise _model_unavailable()
     view, item_json = served.view, served.item_json
-    if item_filter is None:
+    live = current_app.extensions["lineup_catalogue"].get()
+    if live is not None and live.run_id == served.run_id:
+        view, item_json = live.view, live.item_json
+    if item_filter is None and view.plain:
         chosen = served.model.recommend(user_id, n, as_of=time.time(), taste=taste)
     else:
         chosen = catalogue_view.recommend(served.model, view, user_id, n, time.time(),

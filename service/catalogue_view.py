@@ -28,7 +28,7 @@ from service.filters import ItemFilter
 from service.recommender import Recommendation, _top
 
 
-def _codes(values: np.ndarray, vocabulary: dict[str, int]) -> np.ndarray:
+def codes(values: np.ndarray, vocabulary: dict[str, int]) -> np.ndarray:
     """Return each value's code in ``vocabulary`` (lower-cased), adding the values it lacks."""
     lowered = np.char.lower(np.asarray(values).astype(str))
     for value in np.unique(lowered).tolist():
@@ -94,23 +94,20 @@ class CatalogueView:
                         dtype=np.int32)
 
 
-def build_view(model, available: np.ndarray | None = None,
-               new: NewItems | None = None, cities: dict[str, int] | None = None,
-               categories: dict[str, int] | None = None) -> CatalogueView:
-    """Index the model's items (and the new ones' codes must come from the same vocabularies)."""
-    cities = {} if cities is None else cities
-    categories = {} if categories is None else categories
-    city_codes = _codes(model.item_cities_, cities)
-    category_codes = _codes(model.item_categories_, categories)
+def build_view(model, available: np.ndarray | None = None) -> CatalogueView:
+    """Index the model's items; new items are added with the view's vocabularies (catalogue)."""
+    cities: dict[str, int] = {}
+    categories: dict[str, int] = {}
+    city_codes = codes(model.item_cities_, cities)
+    category_codes = codes(model.item_categories_, categories)
     keep = np.ones(city_codes.shape, dtype=bool) if available is None else available
     pair = city_codes.astype(np.int64) * 65_536 + category_codes
-    ids = model.item_ids_ if new is None else np.concatenate([model.item_ids_, new.item_ids])
     return CatalogueView(
         n_model=int(model.item_ids_.shape[0]), starts_at=np.asarray(model.item_starts_at_),
         city_codes=city_codes, category_codes=category_codes, cities=cities,
         categories=categories, available=available, by_city=_postings(city_codes, keep),
         by_category=_postings(category_codes, keep), by_pair=_postings(pair, keep),
-        new=new, item_ids=ids)
+        item_ids=np.asarray(model.item_ids_))
 
 
 def _window(view: CatalogueView, item_filter: ItemFilter, first: int) -> tuple[int, int]:

@@ -117,8 +117,9 @@ def pre_fork(server, worker):
 
 
 def post_worker_init(worker):
-    """Start the worker's model watcher (threads do not survive a fork)."""
+    """Start the worker's model watcher and catalogue follower (threads do not survive a fork)."""
     worker.wsgi.extensions["lineup"].start()
+    worker.wsgi.extensions["lineup_catalogue"].start()
     worker.log.info("worker %s watching for models", worker.pid)
 
 
@@ -127,3 +128,4 @@ def worker_exit(server, worker):
     manager = getattr(worker, "wsgi", None)
     if manager is not None:
         manager.extensions["lineup"].stop()
+        manager.extensions["lineup_catalogue"].stop()

@@ -27,8 +27,9 @@ ERROR_RESPONSES = {
     403: ("AdminDisabled", "The admin API is off: `LINEUP_ADMIN_TOKEN` is not set."),
     404: ("NotFound", "No such route, or no such run."),
     405: ("MethodNotAllowed", "The route exists, but not for this method."),
-    409: ("Conflict", "Another selection is running, or the run is not successful."),
-    422: ("PinRefused", "The run failed its sanity checks."),
+    409: ("Conflict", "Another selection is running, the run is not successful, or no live "
+                      "catalogue is configured."),
+    422: ("Refused", "The run failed its sanity checks, or the catalogue failed its own."),
     502: ("BadGateway", "The Metaflow datastore or the decision store could not be used."),
     503: ("ModelUnavailable", "No model has passed its sanity checks yet; retry later."),
 }
@@ -224,6 +225,31 @@ def _schemas() -> dict[str, Any]:
                 }),
                 "worker_pid": {"type": "integer"},
                 "workers": {"type": "array", "items": _ref("Worker")},
+                "catalogue": _ref("Catalogue"),
+            },
+        },
+        "Catalogue": {
+            "description": "This worker's live catalogue (LINEUP_CATALOGUE) and its last refusal.",
+            "type": "object",
+            "required": ["location", "interval_seconds", "serving", "last_read_at", "last_error"],
+            "properties": {
+                "location": {"type": ["string", "null"]},
+                "interval_seconds": NUMBER,
+                "serving": _nullable({
+                    "type": "object",
+                    "required": ["source", "run_id", "loaded_at", "events", "on_sale_upcoming",
+                                 "new_events"],
+                    "properties": {"source": STRING, "run_id": STRING,
+                                   "loaded_at": {"type": "string", "format": "date-time"},
+                                   "events": {"type": "integer"},
+                                   "on_sale_upcoming": {"type": "integer"},
+                                   "new_events": {"type": "integer"}},
+                }),
+                "last_read_at": {"type": ["string", "null"], "format": "date-time"},
+                "last_error": _nullable({
+                    "type": "object", "required": ["at", "message"],
+                    "properties": {"at": EPOCH, "message": STRING},
+                }),
             },
         },
         "Run": {
@@ -349,6 +375,12 @@ def _paths() -> dict[str, Any]:
             "responses": {"200": _ok("What the selection looked at and chose.",
                                      _ref("Selection")),
                           **_errors(*admin_errors, 409, 502)},
+        }},
+        "/admin/catalogue/reload": {"post": {
+            **admin, "operationId": "catalogue_reload",
+            "summary": "Read the live catalogue now, in every worker; refuse a bad one.",
+            "responses": {"200": _ok("The live catalogue now.", _ref("Catalogue")),
+                          **_errors(*admin_errors, 409, 422)},
         }},
         "/admin/status": {"get": {
             **admin, "operationId": "status",

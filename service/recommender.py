@@ -16,6 +16,8 @@ from scipy import sparse
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
+from service import item_features
+
 _DAY = 86_400.0
 
 
@@ -193,13 +195,21 @@ class EventRecommender(_Catalogued, BaseEstimator):
 
     def __init__(self, *, n_components: int = 64, n_clusters: int = 8,
                  popularity_weight: float = 0.1, purchase_weight: float = 5.0,
-                 half_life_days: float = 14.0, n_ranked: int = 100, random_state: int = 0):
+                 half_life_days: float = 14.0, n_ranked: int = 100,
+                 metadata_shrinkage: float = 5.0, metadata_min_count: int = 5,
+                 metadata_alpha: float = 1.0, content_dims: int = 32,
+                 content_weight: float = 0.1, random_state: int = 0):
         self.n_components = n_components
         self.n_clusters = n_clusters
         self.popularity_weight = popularity_weight
         self.purchase_weight = purchase_weight
         self.half_life_days = half_life_days
         self.n_ranked = n_ranked
+        self.metadata_shrinkage = metadata_shrinkage
+        self.metadata_min_count = metadata_min_count
+        self.metadata_alpha = metadata_alpha
+        self.content_dims = content_dims
+        self.content_weight = content_weight
         self.random_state = random_state
 
     def fit(self, X, y=None, *, items=None) -> "EventRecommender":
@@ -228,6 +238,7 @@ class EventRecommender(_Catalogued, BaseEstimator):
         prior /= max(prior.max(), 1e-12)
         scale = float(np.linalg.norm(item_factors, axis=1).max()) or 1.0
         self.item_bias_ = (self.popularity_weight * scale * prior).astype(np.float32)
+        self._learn_metadata(items, counts, matrix)
 
         n_clusters = int(max(1, min(self.n_clusters, n_users)))
         kmeans = KMeans(n_clusters=n_clusters, n_init=3, random_state=self.random_state)
@@ -242,6 +253,29 @@ class EventRecommender(_Catalogued, BaseEstimator):
         self.schema_version_ = self.SCHEMA_VERSION
         self.n_users_, self.n_items_ = n_users, n_items
         return self
+
+    def _learn_metadata(self, items, counts: np.ndarray, matrix: sparse.csr_matrix) -> None:
+        """Fit the metadata map, blend it into items with few interactions, add content dims.
+
+        See service/item_features.py; ``content_dims=0`` and ``metadata_shrinkage=0``
+        give the collaborative model alone.
+        """
+        columns = item_features.tokens(item_features.metadata_of(
+            self.item_ids_, items, self.item_categories_, self.item_cities_,
+            self.item_starts_at_))
+        learned = np.hstack([self.item_factors_, self.item_bias_[:, None]])
+        self.feature_vocab_, self.feature_weights_ = item_features.fit(
+            columns, learned, counts, min_count=self.metadata_min_count,
+            alpha=self.metadata_alpha)
+        predicted = item_features.predict(columns, self.feature_vocab_, self.feature_weights_)
+        blended = item_features.blend(learned, predicted, counts, self.metadata_shrinkage)
+        content = item_features.content(columns, self.content_dims)
+        self.item_factors_ = np.ascontiguousarray(
+            np.hstack([blended[:, :-1], self.content_weight * content]), dtype=np.float32)
+        self.item_bias_ = np.ascontiguousarray(blended[:, -1])
+        self.user_factors_ = np.ascontiguousarray(
+            np.hstack([self.user_factors_, item_features.profiles(matrix, content)]),
+            dtype=np.float32)
 
     def _rank_users(self) -> None:
         """Rank each user's n_ranked best unbought items among those upcoming at fit time.

@@ -92,7 +92,7 @@ def test_cli_writes_both_files(tmp_path, capsys):
     interactions, items = (tmp_path / "interactions.csv", tmp_path / "items.csv")
     assert capsys.readouterr().out.split() == [str(interactions), str(items)]
     assert interactions.read_text().startswith("user_id,item_id,timestamp,weight\n")
-    assert items.read_text().startswith("item_id,title,category,city,starts_at\n")
+    assert items.read_text().startswith("item_id,title,category,city,starts_at,performer,venue\n")
     first = interactions.read_text().splitlines()[1].split(",")
     assert first[2].endswith("Z") and dt.datetime.fromisoformat(first[2])
     assert sample_data.CATEGORIES.size >= 6

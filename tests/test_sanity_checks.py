@@ -377,7 +377,7 @@ def as_impostor(model):
 @pytest.mark.parametrize("breaker, failing, words", [
     (as_impostor, {"check_fitted_estimator"},
      "test_sanity_checks.Impostor, not a service.recommender.EventRecommender"),
-    (with_schema_version, {"check_schema_version"}, "model.schema_version_ is 0, expected 3"),
+    (with_schema_version, {"check_schema_version"}, "model.schema_version_ is 0, expected 4"),
     (with_nan_in_past_item_factors, {"check_finite_arrays"},
      "item_factors_ has 3 non-finite value(s) at"),
     (with_inf_cluster_scores, {"check_finite_arrays"},
@@ -388,7 +388,7 @@ def as_impostor(model):
     # Requests read the fit-time ranking, so broken factors show when the
     # catalogue is scored; the shape check names the cause.
     (with_wide_item_factors, {"check_array_shapes", "check_ranking_matches_scoring"},
-     "factor widths differ: users 8, items 9"),
+     "factor widths differ: users 40, items 41"),  # 8 collaborative + 32 content
     (with_truncated("item_popularity_", 10), {"check_array_shapes", "check_cold_start"},
      "item_popularity_ has shape (10,), expected (833,)"),
     (with_truncated("cluster_labels_", 3), {"check_array_shapes"},
