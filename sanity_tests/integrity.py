@@ -212,7 +212,8 @@ FINITE_ARRAYS = ("user_factors_", "item_factors_", "item_popularity_", "cluster_
 def check_finite_arrays(model: Any, context: RunContext) -> None:
     """Require no NaN or infinity in factor, popularity and cluster score arrays."""
     problems = []
-    optional = ("item_bias_",) if getattr(model, "item_bias_", None) is not None else ()
+    optional = tuple(name for name in ("item_bias_", "feature_weights_")
+                     if getattr(model, name, None) is not None)
     for name in FINITE_ARRAYS + optional + ("item_starts_at_",):
         value = getattr(model, name, None)
         if value is None:

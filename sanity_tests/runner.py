@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from sanity_tests import behaviour, integrity, latency, quality
+from sanity_tests import behaviour, integrity, latency, metadata, quality
 from sanity_tests.context import CheckFailure, RunContext, Thresholds
 
 log = logging.getLogger(__name__)
@@ -122,10 +122,13 @@ MODEL_CHECKS: tuple[Check, ...] = (
     behaviour.check_ranking_matches_scoring,
     behaviour.check_cold_start,
     behaviour.check_lists_differ,
+    metadata.check_new_events_scored,
+    metadata.check_new_events_recommended,
     latency.check_latency,
 )
 
-_FINGERPRINTED = ("__init__", "context", "runner", "integrity", "behaviour", "quality", "latency")
+_FINGERPRINTED = ("__init__", "context", "runner", "integrity", "behaviour", "quality", "latency",
+                  "metadata")
 
 
 def checks_fingerprint(thresholds: Thresholds) -> str:
