@@ -7,8 +7,10 @@ a ridge regression from one-hot metadata to the item factors and the
 popularity prior is fitted on the events with enough interactions. Each
 event's factors are then a blend, ``w * learned + (1 - w) * predicted`` with
 ``w = count / (count + shrinkage)``, so the metadata fades as interactions
-arrive. Events listed after the fit get the predicted factors alone
-(:func:`predict`, used by the live catalogue).
+arrive. The predicted factors are scaled to the learned ones' mean length
+(ridge shrinks them towards the mean, which ranks every new event low).
+Events listed after the fit get the predicted factors alone
+(:func:`new_item_factors`, used by the live catalogue).
 
 Collaborative factors cannot hold every performer: fans who follow one
 across cities are a signal no 32-dimensional SVD keeps. So the factors also
@@ -117,6 +119,13 @@ def fit(token_columns: list[np.ndarray], targets: np.ndarray, counts: np.ndarray
     ridge.fit(X, targets[learned])
     weights[:-1] = np.asarray(ridge.coef_, dtype=np.float32).reshape(targets.shape[1], -1).T
     weights[-1] = ridge.intercept_
+    # Ridge predictions regress to the mean: an average of many events' factors
+    # is shorter than any one's, so a new event would always rank low. Scale the
+    # predicted factors (not the prior, the last column) to the learned ones' norm.
+    predicted = predict([column[learned] for column in token_columns], vocab, weights)[:, :-1]
+    scale = (np.linalg.norm(targets[learned][:, :-1], axis=1).mean()
+             / max(float(np.linalg.norm(predicted, axis=1).mean()), 1e-12))
+    weights[:, :-1] *= scale
     return vocab, weights
 
 

@@ -180,6 +180,15 @@ class EventRecommender(_Catalogued, BaseEstimator):
     "rock-2" when two clusters share one) and scores items by its users'
     recency-weighted interactions; unknown users may name one as ``taste``.
 
+    New events: a ridge map from item metadata (category, city, performer,
+    venue, start weekday and hour) to factors and prior is blended into items
+    with few interactions (``metadata_shrinkage``), and ``content_dims``
+    hashed performer/venue dimensions (weighted ``content_weight``) carry
+    fans' loyalty; the live catalogue scores events listed after the fit
+    with the same map (service/item_features.py). The popularity prior is
+    popularity per day since an item's first interaction, so a hot new event
+    is not ranked below old ones for having had less time.
+
     Ranking: fitting also stores each user's ``n_ranked`` best unbought items
     among those upcoming at fit time, best first, with their scores. A
     request filters that row to what is still upcoming, which is the same
@@ -198,7 +207,7 @@ class EventRecommender(_Catalogued, BaseEstimator):
                  half_life_days: float = 14.0, n_ranked: int = 100,
                  metadata_shrinkage: float = 5.0, metadata_min_count: int = 5,
                  metadata_alpha: float = 1.0, content_dims: int = 32,
-                 content_weight: float = 0.1, random_state: int = 0):
+                 content_weight: float = 0.2, random_state: int = 0):
         self.n_components = n_components
         self.n_clusters = n_clusters
         self.popularity_weight = popularity_weight
@@ -234,7 +243,12 @@ class EventRecommender(_Catalogued, BaseEstimator):
         self.item_factors_ = np.ascontiguousarray(item_factors, dtype=np.float32)
         self.user_factors_ = np.ascontiguousarray(user_factors, dtype=np.float32)
 
-        prior = np.log1p(self.item_popularity_.astype(np.float64))
+        # The prior is popularity per day since the item's first interaction: an
+        # event listed yesterday that sold well is hot, not smaller than old ones.
+        first_seen = np.full(n_items, self.fitted_as_of_)
+        np.minimum.at(first_seen, cols, np.asarray(X.timestamp, dtype=np.float64))
+        exposure = np.maximum((self.fitted_as_of_ - first_seen) / _DAY, 1.0)
+        prior = np.log1p(self.item_popularity_.astype(np.float64) / exposure)
         prior /= max(prior.max(), 1e-12)
         scale = float(np.linalg.norm(item_factors, axis=1).max()) or 1.0
         self.item_bias_ = (self.popularity_weight * scale * prior).astype(np.float32)

@@ -37,8 +37,8 @@ class LineupTrainFlow(FlowSpec):
              "s3:// URL (default: LINEUP_TRAINING_INTERACTIONS); empty generates the sample world")
     items = Parameter(
         "items", default=SETTINGS["TRAINING_ITEMS"],
-        help="Optional items CSV (item_id,title,category,starts_at), a local path or an "
-             "s3:// URL; empty means every item is always available")
+        help="Optional items CSV (item_id,title,category,starts_at,city,performer,venue), "
+             "a local path or an s3:// URL; empty means every item is always available")
     # The artifact ``as_of`` is the float epoch of the data's "now" (the gate's
     # contract), so the date parameter lives under another attribute name.
     world_date = Parameter(
