@@ -207,7 +207,8 @@ class EventRecommender(_Catalogued, BaseEstimator):
                  half_life_days: float = 14.0, n_ranked: int = 100,
                  metadata_shrinkage: float = 5.0, metadata_min_count: int = 5,
                  metadata_alpha: float = 1.0, content_dims: int = 32,
-                 content_weight: float = 0.2, random_state: int = 0):
+                 content_weight: float = 0.2, prior_per_day: bool = True,
+                 random_state: int = 0):
         self.n_components = n_components
         self.n_clusters = n_clusters
         self.popularity_weight = popularity_weight
@@ -219,6 +220,7 @@ class EventRecommender(_Catalogued, BaseEstimator):
         self.metadata_alpha = metadata_alpha
         self.content_dims = content_dims
         self.content_weight = content_weight
+        self.prior_per_day = prior_per_day
         self.random_state = random_state
 
     def fit(self, X, y=None, *, items=None) -> "EventRecommender":
@@ -247,7 +249,8 @@ class EventRecommender(_Catalogued, BaseEstimator):
         # event listed yesterday that sold well is hot, not smaller than old ones.
         first_seen = np.full(n_items, self.fitted_as_of_)
         np.minimum.at(first_seen, cols, np.asarray(X.timestamp, dtype=np.float64))
-        exposure = np.maximum((self.fitted_as_of_ - first_seen) / _DAY, 1.0)
+        exposure = (np.maximum((self.fitted_as_of_ - first_seen) / _DAY, 1.0)
+                    if self.prior_per_day else 1.0)
         prior = np.log1p(self.item_popularity_.astype(np.float64) / exposure)
         prior /= max(prior.max(), 1e-12)
         scale = float(np.linalg.norm(item_factors, axis=1).max()) or 1.0

@@ -49,15 +49,14 @@ def _favourite_lister(model: PopularityRecommender, log, catalogue: Catalogue
     """The most popular upcoming events in the user's favourite category and city, then category."""
     at = np.searchsorted(catalogue.item_id, log.item_vocab[log.item_codes])
     category, city = catalogue.category[at], catalogue.city[at]
-    users = log.user_vocab[log.user_codes]
     favourite = {}
-    for user in np.unique(users).tolist():
-        mine = users == user
-        weights = log.weight[mine]
-        cats, inv = np.unique(category[mine], return_inverse=True)
-        places, pinv = np.unique(city[mine], return_inverse=True)
-        favourite[user] = (cats[np.argmax(np.bincount(inv, weights))],
-                           places[np.argmax(np.bincount(pinv, weights))])
+    for values in (category, city):
+        names, codes = np.unique(values, return_inverse=True)
+        counts = np.zeros((log.user_vocab.size, names.size))
+        np.add.at(counts, (log.user_codes, codes.ravel()), log.weight)
+        best = names[np.argmax(counts, axis=1)]
+        for user, name in zip(log.user_vocab.tolist(), best.tolist()):
+            favourite.setdefault(user, []).append(name)
     popularity = model.item_popularity_ / max(float(model.item_popularity_.max()), 1e-12)
 
     def lister(user: str, as_of: float) -> np.ndarray:
@@ -88,8 +87,9 @@ def measure(as_of: str, days: int = 7, seed: int = 0, slot_users: int = 2000,
     fresh = later.item_id[listed_on >= fit_day]
     params = {"n_components": 32, "random_state": seed, **(params or {})}
     model = EventRecommender(**params).fit(log, items=catalogue)
-    today = EventRecommender(**{**params, "metadata_shrinkage": 0, "content_dims": 0}).fit(
-        log, items=catalogue)
+    # Today's model: the collaborative model alone, as on main before metadata scoring.
+    today = EventRecommender(**{**params, "metadata_shrinkage": 0, "content_dims": 0,
+                                "prior_per_day": False}).fit(log, items=catalogue)
     popular = PopularityRecommender().fit(log, items=catalogue)
     views = {t: overlay(model, _subset(later, listed_on <= fit_day + t))[0] for t in range(days)}
     today_view = build_view(today)
@@ -121,9 +121,13 @@ def measure(as_of: str, days: int = 7, seed: int = 0, slot_users: int = 2000,
     for name, lister in methods.items():
         scores = {"overall": [], "recent": [], "after": []}
         for t in range(days):
-            today_rows = keep & (day == t)
-            for user in np.unique(users[today_rows]).tolist():
-                relevant = items[today_rows & (users == user)]
+            rows_of_day = np.flatnonzero(keep & (day == t))
+            rows_of_day = rows_of_day[np.argsort(users[rows_of_day], kind="stable")]
+            bounds = np.flatnonzero(users[rows_of_day][1:] != users[rows_of_day][:-1]) + 1
+            for group in np.split(rows_of_day, bounds):
+                if not group.size:
+                    continue
+                user, relevant = str(users[group[0]]), items[group]
                 listed = np.asarray(lister(user, t))
                 scores["overall"].append(_ndcg(listed, relevant))
                 for label, slice_ids in (("recent", recent), ("after", fresh)):
