@@ -127,22 +127,20 @@ MODEL_CHECKS: tuple[Check, ...] = (
     latency.check_latency,
 )
 
-_FINGERPRINTED = ("__init__", "context", "runner", "integrity", "behaviour", "quality", "latency",
-                  "metadata")
-
 
 def checks_fingerprint(thresholds: Thresholds) -> str:
-    """Return a sha256 over the check modules' source, the model schema and the thresholds.
+    """Return a sha256 over every module of this package, the model schemas and the thresholds.
 
     A verdict remembered under another fingerprint was reached by other checks,
     for another model schema or with other thresholds, so the caller
-    re-evaluates it.
+    re-evaluates it. Every ``.py`` file here counts, so a new check module
+    invalidates old verdicts without a list to keep.
     """
     digest = hashlib.sha256()
     package = Path(__file__).resolve().parent
-    for module in _FINGERPRINTED:
-        digest.update(module.encode() + b"\0")
-        digest.update((package / f"{module}.py").read_bytes() + b"\0")
+    for module in sorted(package.rglob("*.py")):
+        digest.update(str(module.relative_to(package)).encode() + b"\0")
+        digest.update(module.read_bytes() + b"\0")
     digest.update(f"schema {integrity.expected_schema_version()}\0".encode())
     digest.update(json.dumps(asdict(thresholds), sort_keys=True).encode())
     return digest.hexdigest()

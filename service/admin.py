@@ -11,7 +11,7 @@ from service.api import bounded_int, manager
 from service.decisions import SelectionBusy
 from service.history import run_history
 from service.errors import ApiError
-from service.manager import PinRefused, SelectionError
+from service.selection import PinRefused, SelectionError
 from service.runs import StoreUnavailable
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")

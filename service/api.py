@@ -33,7 +33,7 @@ def manager() -> ModelManager:
 def _model_unavailable() -> ApiError:
     retry = max(1, min(int(current_app.config["POLL_INTERVAL"]), 60))
     return ApiError(503, "model_unavailable",
-                    "no model has passed its sanity checks yet; try again later",
+                    f"no model is ready yet ({manager().why_not_ready()}); try again later",
                     {"Retry-After": str(retry)})
 
 

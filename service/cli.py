@@ -80,11 +80,11 @@ def admin_call(settings: Mapping[str, Any], method: str, path: str,
 
 def ensure_trained(settings: Mapping[str, Any]) -> None:
     """Train once on the bundled sample data when no successful run exists yet."""
-    from service.runs import RunSource
+    from service.backends import run_source
     from service.training.runner import train
 
     (Path(settings["DATASTORE_ROOT"]) / ".metaflow").mkdir(parents=True, exist_ok=True)
-    if RunSource(settings).candidates(limit=1):
+    if run_source(settings).candidates(limit=1):
         return
     _progress(f"no successful {settings['FLOW_NAME']} run in {settings['DATASTORE_ROOT']}; "
               "training on the bundled sample data once (about a minute)")
@@ -173,12 +173,10 @@ def cmd_status(settings: Mapping[str, Any], args: argparse.Namespace) -> int:
 
 def cmd_runs(settings: Mapping[str, Any], args: argparse.Namespace) -> int:
     """List the recent runs with their metrics and Lineup's verdicts."""
-    from service.decisions import DecisionStore
+    from service.backends import decision_store, run_source
     from service.history import run_history
-    from service.runs import RunSource
 
-    history = run_history(RunSource(settings), DecisionStore(settings["STATE_DIR"]),
-                          limit=args.limit)
+    history = run_history(run_source(settings), decision_store(settings), limit=args.limit)
     rows = []
     for run in history:
         metrics = run.get("holdout_metrics") or {}
@@ -197,10 +195,10 @@ def _fmt(value: float | None) -> str | None:
 
 def cmd_check(settings: Mapping[str, Any], args: argparse.Namespace) -> int:
     """Run the sanity suite on one run and print its report."""
+    from service.backends import run_source
     from service.gate import evaluate
-    from service.runs import RunSource
 
-    source = RunSource(settings)
+    source = run_source(settings)
     record = source.get(args.run)
     if not record.successful:
         raise CommandError(f"run {record.run_id} is {record.state}; only successful runs "

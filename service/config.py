@@ -81,6 +81,11 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         # Empty means the global namespace (Metaflow's ``namespace(None)``):
         # the service must see runs made by other users and by schedulers.
         "METAFLOW_NAMESPACE": env.get("LINEUP_METAFLOW_NAMESPACE", "").strip() or None,
+        # Metaflow's client caches artifacts in one folder of the system temp
+        # directory by default, which the first account to use it owns: every
+        # Lineup instance (and its trainer) keeps its own under LINEUP_HOME.
+        "METAFLOW_CLIENT_CACHE": str(_path(_str(env, "LINEUP_METAFLOW_CLIENT_CACHE",
+                                                str(home / "cache" / "metaflow_client")))),
         # Metaflow refuses to run as root or without USER; name the trainer.
         "METAFLOW_USER": _str(env, "METAFLOW_USER", _str(env, "USER", "lineup")),
         "ADMIN_TOKEN": env.get("LINEUP_ADMIN_TOKEN", "").strip(),
@@ -112,13 +117,15 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
 
 def metaflow_environment(settings: Mapping[str, Any]) -> dict[str, str]:
     """Return the environment a Metaflow subprocess (the trainer) needs."""
+    shared = {"METAFLOW_USER": settings["METAFLOW_USER"],
+              "METAFLOW_CLIENT_CACHE_PATH": settings["METAFLOW_CLIENT_CACHE"]}
     if settings["METADATA"] != "local":
-        return {"METAFLOW_USER": settings["METAFLOW_USER"]}
+        return shared
     return {
+        **shared,
         "METAFLOW_DATASTORE_SYSROOT_LOCAL": settings["DATASTORE_ROOT"],
         "METAFLOW_DEFAULT_DATASTORE": "local",
         "METAFLOW_DEFAULT_METADATA": "local",
-        "METAFLOW_USER": settings["METAFLOW_USER"],
     }
 
 
@@ -128,18 +135,34 @@ def apply_multiprocess_metrics(settings: Mapping[str, Any]) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = settings["METRICS_DIR"]
 
 
-def apply_metaflow(settings: Mapping[str, Any]) -> None:
-    """Point this process's Metaflow client at the configured store and namespace.
+_METAFLOW_KEYS = ("METADATA", "DATASTORE_ROOT", "METAFLOW_NAMESPACE", "METAFLOW_CLIENT_CACHE",
+                  "METAFLOW_USER")
+_applied_metaflow: tuple[Any, ...] | None = None
 
-    Called before any Metaflow client use. ``metadata('local@root')`` sets the
-    root explicitly rather than relying on the working directory, and the
-    namespace is always set, so runs by other users or schedulers are seen.
+
+def apply_metaflow(settings: Mapping[str, Any]) -> None:
+    """Point this process's Metaflow client at the configured store, namespace and cache.
+
+    Called before any Metaflow client use, and does its work once per process
+    and configuration. ``metadata('local@root')`` sets the root explicitly
+    rather than relying on the working directory, and the namespace is always
+    set, so runs by other users or schedulers are seen.
     """
+    global _applied_metaflow
+    key = tuple(settings[name] for name in _METAFLOW_KEYS)
+    if key == _applied_metaflow:
+        return
     os.environ.update(metaflow_environment(settings))
     import metaflow
+    from metaflow.client import filecache
 
+    # The client reads its cache path when first imported; a process that
+    # imported Metaflow before this call (gunicorn's master does not) would
+    # otherwise keep the shared default.
+    filecache.CLIENT_CACHE_PATH = settings["METAFLOW_CLIENT_CACHE"]
     if settings["METADATA"] == "local":
         root = Path(settings["DATASTORE_ROOT"])
         (root / ".metaflow").mkdir(parents=True, exist_ok=True)
         metaflow.metadata(f"local@{root}")
     metaflow.namespace(settings["METAFLOW_NAMESPACE"])
+    _applied_metaflow = key

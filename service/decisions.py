@@ -1,4 +1,4 @@
-"""The decision on disk: which run serves, the pin, and every verdict.
+"""The decision store: which run serves, the pin, and every verdict.
 
 One worker at a time selects (under :meth:`DecisionStore.selection_lock`) and
 writes the decision; every worker reads it and serves the run it names. The
@@ -17,10 +17,12 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Hashable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import Protocol
+
+from service.records import Decision, WorkerReport
 
 logger = logging.getLogger(__name__)
 
@@ -28,49 +30,50 @@ logger = logging.getLogger(__name__)
 MAX_VERDICTS = 500
 
 
-class DecisionWriteError(RuntimeError):
-    """The decision could not be written; the previous one is still on disk."""
+class DecisionStoreError(RuntimeError):
+    """The decision store failed; the decision that was there before is unchanged."""
+
+
+class DecisionUnreadable(DecisionStoreError):
+    """The decision exists but cannot be read or parsed; nobody should act on it."""
+
+
+class DecisionWriteError(DecisionStoreError):
+    """The decision could not be written; the previous one is still in place."""
 
 
 class SelectionBusy(RuntimeError):
     """Another selection holds the lock and did not finish in time."""
 
 
-@dataclass
-class Decision:
-    """What serves and why, as written by the last selection."""
+class DecisionStore(Protocol):
+    """Where the decision lives, shared by every worker that follows it.
 
-    generation: int = 0
-    serving: dict[str, Any] | None = None
-    pin: dict[str, Any] | None = None
-    verdicts: dict[str, dict[str, Any]] = field(default_factory=dict)
-    last_selection: dict[str, Any] | None = None
-    updated_at: float | None = None
+    Implementations: :class:`FileDecisionStore` (a state folder on one host)
+    and the in-memory fake of the tests. ``create_app`` and the CLI get theirs
+    from :func:`service.backends.decision_store`.
+    """
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Decision:
-        """Build a decision from its JSON form, ignoring unknown keys."""
-        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
-        return cls(**known)
+    def read(self) -> Decision:
+        """Return the decision, or an empty one; raise DecisionUnreadable."""
 
-    def to_dict(self) -> dict[str, Any]:
-        """Return the JSON form."""
-        return {
-            "generation": self.generation,
-            "serving": self.serving,
-            "pin": self.pin,
-            "verdicts": self.verdicts,
-            "last_selection": self.last_selection,
-            "updated_at": self.updated_at,
-        }
+    def signature(self) -> Hashable | None:
+        """Return a cheap marker that changes whenever the decision does."""
 
-    @property
-    def serving_run_id(self) -> str | None:
-        """The run id that serves, or None before any run passed."""
-        return self.serving["run_id"] if self.serving else None
+    def write(self, decision: Decision) -> None:
+        """Replace the decision atomically; raise DecisionWriteError."""
+
+    def selection_lock(self, timeout: float | None) -> AbstractContextManager[None]:
+        """Hold the one selection lock; raise SelectionBusy when not had in time."""
+
+    def write_worker(self, report: WorkerReport) -> None:
+        """Record what one worker serves (best effort); raise OSError."""
+
+    def workers(self, max_age: float) -> list[WorkerReport]:
+        """Return the reports written within ``max_age`` seconds."""
 
 
-class DecisionStore:
+class FileDecisionStore:
     """Read and write ``decision.json`` in the state folder, atomically."""
 
     def __init__(self, state_dir: str | os.PathLike[str]) -> None:
@@ -82,14 +85,13 @@ class DecisionStore:
     def read(self) -> Decision:
         """Return the decision on disk, or an empty one when there is none yet."""
         try:
-            data = json.loads(self.path.read_text())
+            return Decision.from_dict(json.loads(self.path.read_text()))
         except FileNotFoundError:
             return Decision()
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, TypeError, KeyError) as exc:
             # A decision we cannot read is not a decision to act on; the
             # caller keeps serving what it has.
-            raise DecisionWriteError(f"cannot read {self.path}: {exc}") from exc
-        return Decision.from_dict(data)
+            raise DecisionUnreadable(f"cannot read {self.path}: {exc}") from exc
 
     def signature(self) -> tuple[int, int] | None:
         """Return a cheap change marker (mtime, size) of the decision file."""
@@ -104,7 +106,7 @@ class DecisionStore:
         decision.updated_at = time.time()
         if len(decision.verdicts) > MAX_VERDICTS:
             newest = sorted(decision.verdicts.items(),
-                            key=lambda kv: kv[1].get("evaluated_at", 0), reverse=True)
+                            key=lambda kv: kv[1].evaluated_at, reverse=True)
             decision.verdicts = dict(newest[:MAX_VERDICTS])
         payload = json.dumps(decision.to_dict(), indent=1, sort_keys=True)
         tmp_name = None
@@ -125,21 +127,21 @@ class DecisionStore:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp_name)
 
-    def write_worker(self, report: dict[str, Any]) -> None:
+    def write_worker(self, report: WorkerReport) -> None:
         """Record what one worker serves (best effort, atomic)."""
         folder = self.state_dir / "workers"
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{report['pid']}.tmp"
-        tmp.write_text(json.dumps(report))
-        os.replace(tmp, folder / f"{report['pid']}.json")
+        tmp = folder / f".{report.pid}.tmp"
+        tmp.write_text(json.dumps(report.to_dict()))
+        os.replace(tmp, folder / f"{report.pid}.json")
 
-    def workers(self, max_age: float) -> list[dict[str, Any]]:
+    def workers(self, max_age: float) -> list[WorkerReport]:
         """Return the recent reports of live workers, oldest pid first."""
         reports = []
         for path in sorted((self.state_dir / "workers").glob("*.json")):
-            with contextlib.suppress(OSError, ValueError):
-                report = json.loads(path.read_text())
-                if time.time() - report["seen_at"] <= max_age:
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                report = WorkerReport.from_dict(json.loads(path.read_text()))
+                if time.time() - report.seen_at <= max_age:
                     reports.append(report)
         return reports
 

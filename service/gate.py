@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sanity_tests import (
@@ -27,44 +27,11 @@ from sanity_tests import (
     run_checks,
 )
 from service.loader import LoadError, load_from_run
+from service.records import Verdict
 from service.runs import RunRecord, RunSource
 from service.slot import ServedModel
 
 logger = logging.getLogger(__name__)
-
-
-#: Failures that say more about the moment than about the run (a busy machine,
-#: a store that blinked, a bug in a check): such a verdict is judged again at
-#: the next selection instead of rejecting the run for good.
-TRANSIENT_CHECKS = frozenset({"time_limit", "evaluation", "read_run"})
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """The gate's judgement of one run, as remembered on disk."""
-
-    run_id: str
-    passed: bool
-    failed_checks: list[str]
-    reason: str
-    evaluated_at: float
-    seconds: float
-    fingerprint: str
-    checks: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def transient(self) -> bool:
-        """True when the run failed only for a reason that may pass by itself."""
-        return not self.passed and bool(TRANSIENT_CHECKS.intersection(self.failed_checks))
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the JSON form."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Verdict:
-        """Rebuild a verdict from its JSON form."""
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,8 @@ def run_history(source: RunSource, store: DecisionStore, *,
         elif verdict is None:
             entry["verdict"] = "not evaluated"
         else:
-            entry["verdict"] = "passed" if verdict["passed"] else "rejected"
+            entry["verdict"] = "passed" if verdict.passed else "rejected"
         if verdict is not None:
-            entry.update(failed_checks=verdict["failed_checks"], reason=verdict["reason"])
+            entry.update(failed_checks=verdict.failed_checks, reason=verdict.reason)
         history.append(entry)
     return history

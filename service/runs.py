@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from service import config
 from service.contract import SUMMARY_ARTIFACTS
@@ -54,6 +54,14 @@ def _epoch(moment: Any) -> float | None:
     return moment.timestamp() if moment is not None else None
 
 
+def _hint(exc: Exception, settings: Mapping[str, Any]) -> str:
+    """Name the setting to fix when the client could not write its cache."""
+    if "directory" in str(exc).lower() and settings["METAFLOW_CLIENT_CACHE"] in str(exc):
+        return (f" (the Metaflow client cache {settings['METAFLOW_CLIENT_CACHE']} must be "
+                "writable by this account: set LINEUP_METAFLOW_CLIENT_CACHE or LINEUP_HOME)")
+    return ""
+
+
 def _run_state(run: Any) -> str:
     if run.successful:
         return "successful"
@@ -66,7 +74,31 @@ def _run_state(run: Any) -> str:
     return "running"
 
 
-class RunSource:
+class RunSource(Protocol):
+    """Where candidate runs come from: which exist, and their artifacts.
+
+    Implementations: :class:`MetaflowRunSource` and the in-memory fake of the
+    tests. ``create_app`` and the CLI get theirs from
+    :func:`service.backends.run_source`.
+    """
+
+    def recent(self, limit: int | None = None) -> list[RunRecord]:
+        """Return the flow's runs in every state, newest first; raise StoreUnavailable."""
+
+    def candidates(self, limit: int | None = None) -> list[RunRecord]:
+        """Return successful runs, newest first; raise StoreUnavailable."""
+
+    def get(self, run_id: str) -> RunRecord:
+        """Return one run by id or pathspec; raise RunNotFound or StoreUnavailable."""
+
+    def artifact(self, record: RunRecord, name: str) -> Any:
+        """Read one artifact of a successful run; raise KeyError when it has none."""
+
+    def summary(self, record: RunRecord) -> dict[str, Any]:
+        """Read ``SUMMARY_ARTIFACTS``; a missing one reads as None."""
+
+
+class MetaflowRunSource:
     """List and read runs of the configured flow through the Metaflow client."""
 
     def __init__(self, settings: Mapping[str, Any]) -> None:
@@ -79,7 +111,8 @@ class RunSource:
         root = Path(self.settings["DATASTORE_ROOT"]) / ".metaflow"
         if self.settings["METADATA"] == "local" and not (
                 root.is_dir() and os.access(root, os.R_OK | os.X_OK)):
-            raise StoreUnavailable(f"Metaflow datastore {root} is missing or unreadable")
+            raise StoreUnavailable(f"Metaflow datastore {root} is missing or unreadable "
+                                   "(LINEUP_DATASTORE_ROOT names its parent)")
         config.apply_metaflow(self.settings)
         import metaflow
 
@@ -118,7 +151,8 @@ class RunSource:
         except StoreUnavailable:
             raise
         except Exception as exc:  # the client raises many kinds on a broken store
-            raise StoreUnavailable(f"cannot list runs of {self.flow_name}: {exc}") from exc
+            raise StoreUnavailable(f"cannot list runs of {self.flow_name}: {exc}"
+                                   f"{_hint(exc, self.settings)}") from exc
         records.sort(key=RunRecord.sort_key, reverse=True)
         return records[:limit] if limit is not None else records
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from service import config
@@ -72,3 +74,30 @@ def test_malformed_data_fails_the_run_with_a_clear_message(trainer_settings, tmp
     metaflow = _client(trainer_settings)
     runs = list(metaflow.Flow("LineupTrainFlow").runs())
     assert runs and not any(run.successful for run in runs)
+
+
+def test_a_renamed_flow_is_trained_and_served(tmp_path, admin_headers):
+    """LINEUP_FLOW_NAME names the flow the trainer writes and the service reads."""
+    import os
+    import subprocess
+    import sys
+
+    from service import create_app
+    from tests import flows
+
+    env = {"LINEUP_HOME": str(tmp_path / "home"), "METAFLOW_USER": "test",
+           "LINEUP_FLOW_NAME": "EventsOfTomorrowFlow"}
+    interactions, items = flows.sample(tmp_path / "data")
+    done = subprocess.run([sys.executable, "-m", "service.cli", "--json", "train",
+                           "--interactions", str(interactions), "--items", str(items)],
+                          env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    pathspec = json.loads(done.stdout)["pathspec"]
+    assert pathspec.startswith("EventsOfTomorrowFlow/")
+
+    settings = config.load({**env, "LINEUP_ADMIN_TOKEN": "test-admin-token"})
+    client = create_app(settings).test_client()
+    assert client.post("/admin/reload", headers=admin_headers).get_json()["after"] == \
+        pathspec.split("/")[1]
+    answer = client.get("/recommendations?user_id=u-000001")
+    assert answer.status_code == 200 and answer.headers["X-Model-Run"] == pathspec.split("/")[1]

@@ -31,7 +31,7 @@ import requests
 
 from service import admin as admin_module
 from service import config, create_app, gate
-from service.manager import WORKER_REPORT_EVERY
+from service.status import WORKER_REPORT_EVERY
 from tests import flows
 from tests.conftest import ADMIN_TOKEN
 from tests.server import Server

@@ -204,7 +204,10 @@ def test_checks_fingerprint_covers_check_source(monkeypatch, tmp_path):
     before = checks_fingerprint(Thresholds())
     with open(package / "quality.py", "a") as handle:
         handle.write("\n# a changed check\n")
-    assert checks_fingerprint(Thresholds()) != before
+    changed = checks_fingerprint(Thresholds())
+    assert changed != before
+    (package / "fairness.py").write_text("def check_new(model, context):\n    pass\n")
+    assert checks_fingerprint(Thresholds()) not in (before, changed)  # a new module counts
 
 
 def test_every_check_is_exported():

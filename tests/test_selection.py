@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from service import create_app, gate, loader, manager as manager_module
-from service.manager import SelectionError
+from service import create_app, gate, loader, selection as selection_module
+from service.selection import SelectionError
 from service.recommender import EventRecommender
 
 
@@ -63,7 +63,7 @@ def test_verdicts_are_remembered_across_reloads_and_restarts(history_settings, h
     def no_evaluation(*args, **kwargs):
         raise AssertionError("a remembered verdict was evaluated again")
 
-    monkeypatch.setattr(manager_module, "evaluate_within", no_evaluation)
+    monkeypatch.setattr(selection_module, "evaluate_within", no_evaluation)
     restarted = manager_of(create_app(history_settings))  # a new worker, same state folder
     assert restarted.sync() and restarted.slot.get().run_id == history.good[1]
     result = restarted.reload()
@@ -131,7 +131,7 @@ def test_a_reload_that_waited_for_a_failed_selection_fails_too(history_settings,
     import threading
     import time
 
-    from service.decisions import Decision
+    from service.records import Decision, Selection
 
     manager = manager_of(create_app(history_settings))
     outcome = {}
@@ -140,8 +140,11 @@ def test_a_reload_that_waited_for_a_failed_selection_fails_too(history_settings,
             error=pytest.raises(SelectionError, manager.reload).value))
         waiter.start()
         time.sleep(0.3)
-        manager.store.write(Decision(generation=1, last_selection={
-            "started_at": time.time(), "before": None, "error": "StoreUnavailable: gone"}))
+        now = time.time()
+        manager.store.write(Decision(generation=1, last_selection=Selection(
+            selection=1, reason="admin", pid=0, started_at=now, finished_at=now, seconds=0.0,
+            before=None, after=None, changed=False, pinned=None, candidates=[],
+            error="StoreUnavailable: gone")))
     waiter.join(10)
     assert "still serving run None: StoreUnavailable: gone" in str(outcome["error"])
 

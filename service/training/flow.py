@@ -181,4 +181,6 @@ class LineupTrainFlow(FlowSpec):
 
 
 if __name__ == "__main__":
-    LineupTrainFlow()
+    # Metaflow names a flow after its class: LINEUP_FLOW_NAME renames it, so
+    # the trainer writes the runs the service reads.
+    type(SETTINGS["FLOW_NAME"], (LineupTrainFlow,), {"__doc__": LineupTrainFlow.__doc__})()

@@ -14,7 +14,6 @@ from typing import Any
 from service.config import metaflow_environment
 
 FLOW_FILE = Path(__file__).with_name("flow.py")
-FLOW_NAME = "LineupTrainFlow"  # the class in FLOW_FILE
 _TAIL_LINES = 40
 
 
@@ -57,14 +56,16 @@ def command(settings: Mapping[str, Any], *, interactions: str | os.PathLike | No
     args += _sample_args(sample_size)
     if run_id_file is not None:
         args += ["--run-id-file", str(run_id_file)]
-    return [*args, *extra_args], metaflow_environment(settings)
+    # The flow reads its name from the environment: name it as the service reads it.
+    return [*args, *extra_args], {**metaflow_environment(settings),
+                                  "LINEUP_FLOW_NAME": settings["FLOW_NAME"]}
 
 
 def train(settings: Mapping[str, Any], *, interactions: str | os.PathLike | None = None,
           items: str | os.PathLike | None = None, as_of: str | None = None,
           seed: int | None = None, sample_size: Any = None, extra_args: Sequence[str] = (),
           quiet: bool = True) -> str:
-    """Run LineupTrainFlow and return its pathspec ``LineupTrainFlow/<run id>``.
+    """Run the training flow and return its pathspec ``<FLOW_NAME>/<run id>``.
 
     Without ``interactions`` the flow trains on the sample world (``as_of``
     date, ``seed``, ``sample_size`` as (users, events, interactions)). Raises
@@ -89,9 +90,9 @@ def train(settings: Mapping[str, Any], *, interactions: str | os.PathLike | None
                     sys.stderr.write(line)
         run_id = run_id_file.read_text().strip() if run_id_file.exists() else ""
     if proc.returncode != 0:
-        where = f" (run {FLOW_NAME}/{run_id})" if run_id else ""
+        where = f" (run {settings['FLOW_NAME']}/{run_id})" if run_id else ""
         raise TrainingFailed(f"training flow exited with status {proc.returncode}{where}:\n"
                              + "\n".join(tail))
     if not run_id:
         raise TrainingFailed("training flow succeeded but wrote no run id:\n" + "\n".join(tail))
-    return f"{FLOW_NAME}/{run_id}"
+    return f"{settings['FLOW_NAME']}/{run_id}"
