@@ -15,7 +15,9 @@ Events listed after the fit get the predicted factors alone
 Collaborative factors cannot hold every performer: fans who follow one
 across cities are a signal no 32-dimensional SVD keeps. So the factors also
 get ``content_dims`` explicit dimensions: an item's performer and venue
-tokens hashed into them (unit length, times ``content_weight``), and a user's
+tokens hashed into them (unit length, times a weight that moves from
+``new_content_weight`` to ``content_weight`` as the item's interactions
+arrive: metadata matters most when little else is known), and a user's
 profile, the same hashed tokens of what they interacted with. A new event's
 content dimensions come straight from its metadata, nothing to learn.
 
@@ -136,10 +138,16 @@ def predict(token_columns: list[np.ndarray], vocab: np.ndarray,
     return np.asarray(X @ weights[:-1] + weights[-1], dtype=np.float32)
 
 
+def confidence(counts: np.ndarray, shrinkage: float) -> np.ndarray:
+    """Return how far each item's learned factors are trusted: ``count / (count + shrinkage)``."""
+    counts = np.asarray(counts, dtype=np.float64)
+    return counts / (counts + shrinkage) if shrinkage > 0 else np.ones(counts.shape)
+
+
 def blend(learned: np.ndarray, predicted: np.ndarray, counts: np.ndarray,
           shrinkage: float) -> np.ndarray:
-    """Return ``w * learned + (1 - w) * predicted``, ``w = count / (count + shrinkage)``."""
-    w = (counts / (counts + shrinkage))[:, None] if shrinkage > 0 else np.ones((counts.size, 1))
+    """Return ``w * learned + (1 - w) * predicted`` per item, ``w`` the :func:`confidence`."""
+    w = confidence(counts, shrinkage)[:, None]
     return (w * learned + (1.0 - w) * predicted).astype(np.float32)
 
 

@@ -183,7 +183,8 @@ class EventRecommender(_Catalogued, BaseEstimator):
     New events: a ridge map from item metadata (category, city, performer,
     venue, start weekday and hour) to factors and prior is blended into items
     with few interactions (``metadata_shrinkage``), and ``content_dims``
-    hashed performer/venue dimensions (weighted ``content_weight``) carry
+    hashed performer/venue dimensions (weighted ``new_content_weight`` for an
+    item without interactions, moving to ``content_weight``) carry
     fans' loyalty; the live catalogue scores events listed after the fit
     with the same map (service/item_features.py). The popularity prior is
     popularity per day since an item's first interaction, so a hot new event
@@ -207,7 +208,8 @@ class EventRecommender(_Catalogued, BaseEstimator):
                  half_life_days: float = 14.0, n_ranked: int = 100,
                  metadata_shrinkage: float = 5.0, metadata_min_count: int = 5,
                  metadata_alpha: float = 1.0, content_dims: int = 32,
-                 content_weight: float = 0.2, prior_per_day: bool = True,
+                 content_weight: float = 0.1, new_content_weight: float = 0.15,
+                 prior_per_day: bool = True,
                  random_state: int = 0):
         self.n_components = n_components
         self.n_clusters = n_clusters
@@ -220,6 +222,7 @@ class EventRecommender(_Catalogued, BaseEstimator):
         self.metadata_alpha = metadata_alpha
         self.content_dims = content_dims
         self.content_weight = content_weight
+        self.new_content_weight = new_content_weight
         self.prior_per_day = prior_per_day
         self.random_state = random_state
 
@@ -287,8 +290,10 @@ class EventRecommender(_Catalogued, BaseEstimator):
         predicted = item_features.predict(columns, self.feature_vocab_, self.feature_weights_)
         blended = item_features.blend(learned, predicted, counts, self.metadata_shrinkage)
         content = item_features.content(columns, self.content_dims)
+        trust = item_features.confidence(counts, self.metadata_shrinkage)[:, None]
+        weight = self.content_weight * trust + self.new_content_weight * (1.0 - trust)
         self.item_factors_ = np.ascontiguousarray(
-            np.hstack([blended[:, :-1], self.content_weight * content]), dtype=np.float32)
+            np.hstack([blended[:, :-1], weight * content]), dtype=np.float32)
         self.item_bias_ = np.ascontiguousarray(blended[:, -1])
         self.user_factors_ = np.ascontiguousarray(
             np.hstack([self.user_factors_, item_features.profiles(matrix, content)]),
