@@ -206,9 +206,9 @@ class EventRecommender(_Catalogued, BaseEstimator):
     def __init__(self, *, n_components: int = 64, n_clusters: int = 8,
                  popularity_weight: float = 0.1, purchase_weight: float = 5.0,
                  half_life_days: float = 14.0, n_ranked: int = 100,
-                 metadata_shrinkage: float = 5.0, metadata_min_count: int = 5,
+                 metadata_shrinkage: float = 3.0, metadata_min_count: int = 5,
                  metadata_alpha: float = 1.0, content_dims: int = 32,
-                 content_weight: float = 0.1, new_content_weight: float = 0.15,
+                 content_weight: float = 0.1, new_content_weight: float = 0.175,
                  prior_per_day: bool = True,
                  random_state: int = 0):
         self.n_components = n_components
