@@ -54,3 +54,4 @@ class RunContext:
     thresholds: Thresholds = Thresholds()
     serving_metrics: Mapping[str, float] | None = None   # holdout_metrics of the serving model
     load_warnings: Sequence[str] = ()   # warnings raised while unpickling, "Category: message"
+    model_class: str | None = None   # the servable the run trained (None: the default)

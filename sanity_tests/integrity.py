@@ -1,7 +1,8 @@
-"""Integrity checks: is the artifact a sound, loadable EventRecommender for this process?
+"""Integrity checks: is the artifact a sound, loadable servable for this process?
 
 ``check_library_versions`` and ``check_run_schema_version`` need only the run's
-small artifacts; the rest inspect the loaded model's learned arrays.
+small artifacts; the rest inspect the loaded model's learned arrays, as the
+model declares them (:meth:`service.servable.Servable.declared_arrays`).
 """
 
 from __future__ import annotations
@@ -13,15 +14,9 @@ import numpy as np
 
 from sanity_tests.context import CheckFailure, RunContext
 from service.contract import LIBRARY_RELEASE_PARTS, library_versions
+from service.servable import ArraySpec, servable_class
 
 _SHOWN = 5  # examples quoted in a message before "..."
-
-
-def _estimator_class() -> type:
-    # Imported here so a broken recommender module fails the check, not the import.
-    from service.recommender import EventRecommender
-
-    return EventRecommender
 
 
 def _release(version: str, parts: int) -> tuple[int, ...] | None:
@@ -52,27 +47,30 @@ def check_library_versions(model: Any, context: RunContext) -> None:
             f"service's environment or deploy the service with the trainer's")
 
 
-def expected_schema_version() -> int:
-    """Return the model schema this code serves."""
-    return _estimator_class().SCHEMA_VERSION
+def _expected_class(context: RunContext) -> type:
+    try:
+        return servable_class(context.model_class)
+    except KeyError:
+        raise CheckFailure(f"run stored model_class {context.model_class!r}, which this "
+                           "Lineup does not serve") from None
 
 
 def check_run_schema_version(model: Any, context: RunContext) -> None:
     """Reject a run whose stored schema_version differs from this code's, before loading."""
-    expected = expected_schema_version()
-    if context.schema_version is not None and context.schema_version != expected:
+    cls = _expected_class(context)
+    if context.schema_version is not None and context.schema_version != cls.SCHEMA_VERSION:
         raise CheckFailure(
             f"run stored schema_version {context.schema_version}, this service reads "
-            f"EventRecommender schema {expected}; retrain with the current code")
+            f"{cls.__name__} schema {cls.SCHEMA_VERSION}; retrain with the current code")
 
 
 def check_fitted_estimator(model: Any, context: RunContext) -> None:
-    """Require a fitted EventRecommender."""
+    """Require a fitted model of the class the run says it trained."""
     from sklearn.exceptions import NotFittedError
     from sklearn.utils.validation import check_is_fitted
 
-    cls = _estimator_class()
-    if not isinstance(model, cls):
+    cls = _expected_class(context)
+    if type(model) is not cls:
         raise CheckFailure(
             f"artifact 'model' is a {type(model).__module__}.{type(model).__qualname__}, "
             f"not a {cls.__module__}.{cls.__qualname__}")
@@ -84,7 +82,8 @@ def check_fitted_estimator(model: Any, context: RunContext) -> None:
 
 def check_schema_version(model: Any, context: RunContext) -> None:
     """Require model.schema_version_ and the run's schema_version to equal SCHEMA_VERSION."""
-    expected = expected_schema_version()
+    cls = _expected_class(context)
+    expected = cls.SCHEMA_VERSION
     problems = []
     found = getattr(model, "schema_version_", None)
     if found != expected:
@@ -94,7 +93,7 @@ def check_schema_version(model: Any, context: RunContext) -> None:
     if problems:
         raise CheckFailure(
             f"{' and '.join(problems)}, expected {expected}; the artifact was written by "
-            f"other code, retrain with the current EventRecommender")
+            f"other code, retrain with the current {cls.__name__}")
 
 
 def check_no_load_warnings(model: Any, context: RunContext) -> None:
@@ -110,111 +109,64 @@ def check_no_load_warnings(model: Any, context: RunContext) -> None:
     raise CheckFailure(f"{len(warnings)} warning(s) while loading the model: {shown}{more}; {hint}")
 
 
-def _array(model: Any, name: str, problems: list[str]) -> np.ndarray | None:
-    value = getattr(model, name, None)
-    if value is None:
-        problems.append(f"{name} is missing")
-        return None
-    return np.asarray(value)
+def _shape_text(shape: tuple) -> str:
+    return "(" + ", ".join("?" if w is None else str(w) for w in shape) + (
+        ",)" if len(shape) == 1 else ")")
 
 
-def _expect(problems: list[str], name: str, array: np.ndarray | None, shape: tuple) -> None:
-    """Record a problem unless ``array`` has ``shape`` (None in shape means any length)."""
-    if array is None:
-        return
-    if array.ndim != len(shape) or any(
-            want is not None and got != want for got, want in zip(array.shape, shape)):
-        want = "(" + ", ".join("?" if w is None else str(w) for w in shape) + (
-            ",)" if len(shape) == 1 else ")")
-        problems.append(f"{name} has shape {array.shape}, expected {want}")
+def _declared(model: Any) -> dict[str, ArraySpec]:
+    declare = getattr(model, "declared_arrays", None)
+    if declare is None:
+        raise CheckFailure("the model declares no arrays (declared_arrays); it is not a servable")
+    return dict(declare())
 
 
 def check_array_shapes(model: Any, context: RunContext) -> None:
-    """Require the learned arrays to agree in length, width and index ranges."""
-    p: list[str] = []
-    user_ids = _array(model, "user_ids_", p)
-    item_ids = _array(model, "item_ids_", p)
-    if user_ids is None or item_ids is None or user_ids.ndim != 1 or item_ids.ndim != 1:
-        raise CheckFailure(f"model arrays unusable: {'; '.join(p) or 'ids are not 1-D'}")
-    n_users, n_items = len(user_ids), len(item_ids)
-    if n_users == 0 or n_items == 0:
-        p.append(f"model knows {n_users} users and {n_items} items")
-    if n_users and np.any(user_ids[1:] <= user_ids[:-1]):
-        p.append("user_ids_ is not sorted and unique")
-    if len(np.unique(item_ids)) != n_items:
-        p.append("item_ids_ has duplicates")
-
-    user_factors = _array(model, "user_factors_", p)
-    item_factors = _array(model, "item_factors_", p)
-    _expect(p, "user_factors_", user_factors, (n_users, None))
-    _expect(p, "item_factors_", item_factors, (n_items, None))
-    if (user_factors is not None and item_factors is not None and user_factors.ndim == 2
-            and item_factors.ndim == 2 and user_factors.shape[1] != item_factors.shape[1]):
-        p.append(f"factor widths differ: users {user_factors.shape[1]}, "
-                 f"items {item_factors.shape[1]}")
-    for name in ("item_titles_", "item_categories_", "item_starts_at_", "item_popularity_"):
-        _expect(p, name, _array(model, name, p), (n_items,))
-    if getattr(model, "item_bias_", None) is not None:  # optional: the popularity prior
-        _expect(p, "item_bias_", np.asarray(model.item_bias_), (n_items,))
-    starts = getattr(model, "item_starts_at_", None)
-    if isinstance(starts, np.ndarray) and starts.shape == (n_items,) and \
-            np.any(np.diff(starts) < 0):
-        p.append("item_starts_at_ is not ascending; recommend relies on items in start order")
-
-    indptr = _array(model, "seen_indptr_", p)
-    indices = _array(model, "seen_indices_", p)
-    _expect(p, "seen_indptr_", indptr, (n_users + 1,))
-    _expect(p, "seen_indices_", indices, (None,))
-    if indptr is not None and indices is not None and indptr.shape == (n_users + 1,):
-        if indptr[0] != 0 or np.any(np.diff(indptr) < 0) or indptr[-1] != len(indices):
-            p.append(f"seen_indptr_ is not a valid CSR index pointer (starts {indptr[0]}, "
-                     f"ends {indptr[-1]}, {len(indices)} seen_indices_)")
-    if indices is not None and indices.size and (indices.min() < 0 or indices.max() >= n_items):
-        p.append(f"seen_indices_ spans [{indices.min()}, {indices.max()}], outside [0, {n_items})")
-
-    labels = _array(model, "cluster_labels_", p)
-    user_clusters = _array(model, "user_clusters_", p)
-    scores = _array(model, "cluster_item_scores_", p)
-    _expect(p, "cluster_labels_", labels, (None,))
-    n_clusters = len(labels) if labels is not None and labels.ndim == 1 else None
-    _expect(p, "user_clusters_", user_clusters, (n_users,))
-    _expect(p, "cluster_item_scores_", scores, (n_clusters, n_items))
-    if (user_clusters is not None and user_clusters.size and n_clusters is not None
-            and (user_clusters.min() < 0 or user_clusters.max() >= n_clusters)):
-        p.append(f"user_clusters_ spans [{user_clusters.min()}, {user_clusters.max()}], "
-                 f"outside [0, {n_clusters})")
-    _check_ranking(model, n_users, n_items, p)
-    if p:
-        raise CheckFailure(f"{len(p)} inconsistent model array(s): {'; '.join(p)}")
-
-
-def _check_ranking(model: Any, n_users: int, n_items: int, p: list[str]) -> None:
-    """Record problems with the users' fit-time ranking (item indices, -1 for padding)."""
-    ranking = _array(model, "user_ranking_", p)
-    _expect(p, "user_ranking_", ranking, (n_users, None))
-    if ranking is None or ranking.ndim != 2:
-        return
-    _expect(p, "user_ranking_scores_", _array(model, "user_ranking_scores_", p), ranking.shape)
-    ranked_from = getattr(model, "ranked_from_", None)
-    if not isinstance(ranked_from, (int, np.integer)) or not 0 <= ranked_from <= n_items:
-        p.append(f"ranked_from_ is {ranked_from!r}, expected an item index in [0, {n_items}]")
-    elif ranking.size and (ranking.max() >= n_items
-                           or np.any((ranking < ranked_from) & (ranking != -1))):
-        p.append(f"user_ranking_ spans [{ranking.min()}, {ranking.max()}], outside "
-                 f"[{ranked_from}, {n_items}) and padding -1")
-
-
-#: Arrays whose every value must be finite (item_starts_at_ may be +inf, never NaN).
-FINITE_ARRAYS = ("user_factors_", "item_factors_", "item_popularity_", "cluster_item_scores_",
-                 "user_ranking_scores_")
+    """Require every declared array, with lengths that agree, and the model's own invariants."""
+    problems: list[str] = []
+    user_ids = np.asarray(getattr(model, "user_ids_", ()))
+    item_ids = np.asarray(getattr(model, "item_ids_", ()))
+    if user_ids.ndim != 1 or item_ids.ndim != 1:
+        raise CheckFailure("model arrays unusable: user_ids_ and item_ids_ must be 1-D")
+    sizes: dict[str, int] = {"users": len(user_ids), "items": len(item_ids)}
+    if not (sizes["users"] and sizes["items"]):
+        problems.append(f"model knows {sizes['users']} users and {sizes['items']} items")
+    if sizes["users"] and np.any(user_ids[1:] <= user_ids[:-1]):
+        problems.append("user_ids_ is not sorted and unique")
+    if len(np.unique(item_ids)) != sizes["items"]:
+        problems.append("item_ids_ has duplicates")
+    for name, spec in _declared(model).items():
+        value = getattr(model, name, None)
+        if value is None:
+            problems.append(f"{name} is missing")
+            continue
+        array = np.asarray(value)
+        if array.ndim != len(spec.dims):
+            problems.append(f"{name} has {array.ndim} dimension(s), expected {len(spec.dims)}")
+            continue
+        want = tuple(sizes.setdefault(dim, got) if dim else None
+                     for dim, got in zip(spec.dims, array.shape))
+        if any(w is not None and w != got for w, got in zip(want, array.shape)):
+            named = ", ".join(f"{dim} {sizes[dim]}" for dim in spec.dims
+                              if dim and dim not in ("users", "items"))
+            problems.append(f"{name} has shape {array.shape}, expected {_shape_text(want)}"
+                            + (f" ({named} as in the arrays before it)" if named else ""))
+    starts = np.asarray(getattr(model, "item_starts_at_", ()))
+    if starts.shape == item_ids.shape and np.any(np.diff(starts) < 0):
+        problems.append("item_starts_at_ is not ascending; recommend relies on items in "
+                        "start order")
+    if not problems:  # the model's own invariants assume the shapes above
+        problems.extend(model.consistency_problems())
+    if problems:
+        raise CheckFailure(f"{len(problems)} inconsistent model array(s): {'; '.join(problems)}")
 
 
 def check_finite_arrays(model: Any, context: RunContext) -> None:
-    """Require no NaN or infinity in factor, popularity and cluster score arrays."""
+    """Require no NaN or infinity in the numeric arrays the model declares finite."""
     problems = []
-    optional = tuple(name for name in ("item_bias_", "feature_weights_")
-                     if getattr(model, name, None) is not None)
-    for name in FINITE_ARRAYS + optional + ("item_starts_at_",):
+    for name, spec in _declared(model).items():
+        if spec.values == "any":
+            continue
         value = getattr(model, name, None)
         if value is None:
             problems.append(f"{name} is missing")
@@ -223,11 +175,11 @@ def check_finite_arrays(model: Any, context: RunContext) -> None:
         if array.dtype.kind not in "fiu":
             problems.append(f"{name} has dtype {array.dtype}, expected numbers")
             continue
-        bad = np.isnan(array) if name == "item_starts_at_" else ~np.isfinite(array)
+        bad = np.isnan(array) if spec.values == "no_nan" else ~np.isfinite(array)
         if bad.any():
             where = np.argwhere(bad)[:_SHOWN]
             at = ", ".join(str(tuple(int(i) for i in idx)) for idx in where)
-            kind = "NaN" if name == "item_starts_at_" else "non-finite"
+            kind = "NaN" if spec.values == "no_nan" else "non-finite"
             problems.append(f"{name} has {int(bad.sum())} {kind} value(s) at {at}"
                             + (" ..." if bad.sum() > _SHOWN else ""))
     if problems:

@@ -18,6 +18,7 @@ from typing import Any
 
 from sanity_tests import behaviour, integrity, latency, metadata, quality
 from sanity_tests.context import CheckFailure, RunContext, Thresholds
+from service.servable import schema_versions
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,6 @@ def checks_fingerprint(thresholds: Thresholds) -> str:
     for module in sorted(package.rglob("*.py")):
         digest.update(str(module.relative_to(package)).encode() + b"\0")
         digest.update(module.read_bytes() + b"\0")
-    digest.update(f"schema {integrity.expected_schema_version()}\0".encode())
+    digest.update(json.dumps(schema_versions(), sort_keys=True).encode() + b"\0")
     digest.update(json.dumps(asdict(thresholds), sort_keys=True).encode())
     return digest.hexdigest()

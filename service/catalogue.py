@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from service import item_features
-from service.catalogue_view import CatalogueView, NewItems, build_view, codes
+from service.catalogue_view import CatalogueView, NewItems, build_view, codes, scores_by_factors
 from service.training.data import Catalogue
 
 
@@ -107,7 +107,7 @@ def overlay(model, catalogue: Catalogue) -> tuple[CatalogueView, np.ndarray]:
     rows = np.flatnonzero(~known & on_sale)
     rows = rows[np.lexsort((ids[rows], np.asarray(catalogue.starts_at)[rows]))]
     view = build_view(model, available=available)
-    if not rows.size:
-        return view, rows
+    if not rows.size or not scores_by_factors(model):  # another servable: no metadata map
+        return view, rows[:0]
     new = _new_items(model, catalogue, rows, view.cities, view.categories)
     return replace(view, new=new, item_ids=np.concatenate([view.item_ids, new.item_ids])), rows

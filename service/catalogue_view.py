@@ -183,8 +183,10 @@ def recommend(model, view: CatalogueView, user_id: str, n: int, as_of: float, *,
     item_filter = item_filter or ItemFilter()
     cities = view.wanted(item_filter.cities, view.cities)
     categories = view.wanted(item_filter.categories, view.categories)
-    first = model._first_upcoming(as_of)
+    first = int(np.searchsorted(view.starts_at, as_of, side="right"))
     lo, hi = _window(view, item_filter, first)
+    if not scores_by_factors(model):
+        return _through_model(model, view, user_id, n, as_of, taste, lo, hi, cities, categories)
     fresh = _new_candidates(view, item_filter, as_of, cities, categories)
     row = model._user_row(user_id)
     if row >= 0 and first >= model.ranked_from_:
@@ -213,6 +215,24 @@ def recommend(model, view: CatalogueView, user_id: str, n: int, as_of: float, *,
     if fresh.size:
         values = np.concatenate([values, np.asarray(new_scores[fresh], dtype=np.float64)])
     return _merge(items, values, n, strategy, view)
+
+
+def scores_by_factors(model) -> bool:
+    """True for a model this module scores itself (factors, a fit-time ranking, a metadata map)."""
+    return all(hasattr(model, name) for name in (
+        "user_factors_", "item_factors_", "item_bias_", "user_ranking_", "feature_weights_"))
+
+
+def _through_model(model, view: CatalogueView, user_id: str, n: int, as_of: float,
+                   taste: str | None, lo: int, hi: int, cities: np.ndarray | None,
+                   categories: np.ndarray | None) -> Recommendation:
+    """Filter another servable's full upcoming list: exact, at the price of ranking it all."""
+    upcoming = max(view.n_model - int(np.searchsorted(view.starts_at, as_of, side="right")), 1)
+    every = model.recommend(user_id, upcoming, as_of, taste=taste)
+    keep = np.flatnonzero(_matches(view, np.asarray(every.items), lo, hi, cities,
+                                   categories))[:n]
+    return Recommendation(np.asarray(every.items)[keep], np.asarray(every.item_ids)[keep],
+                          np.asarray(every.scores)[keep], every.strategy)
 
 
 def _with_new(view: CatalogueView, model, row: int, items: np.ndarray, scores: np.ndarray,

@@ -17,6 +17,9 @@ FLOW_NAME = "LineupTrainFlow"
 #: The artifact holding the fitted model that serves.
 MODEL_ARTIFACT = "model"
 
+#: The registered name of the model's class (:data:`service.servable.SERVABLES`).
+MODEL_CLASS_ARTIFACT = "model_class"
+
 #: Bootstrap 95% intervals of the model's holdout metrics: ``{metric: [low, high]}``.
 INTERVALS_ARTIFACT = "holdout_intervals"
 
@@ -35,7 +38,7 @@ SEARCH_RESULTS_ARTIFACT = "search_results"
 SUMMARY_ARTIFACTS = (
     "holdout_metrics", "baseline_metrics", "library_versions", "golden_users",
     "schema_version", "data_fingerprint", "as_of", INTERVALS_ARTIFACT,
-    BASELINE_DIFFERENCE_ARTIFACT, EVALUATION_PROTOCOL_ARTIFACT,
+    BASELINE_DIFFERENCE_ARTIFACT, EVALUATION_PROTOCOL_ARTIFACT, MODEL_CLASS_ARTIFACT,
 )
 
 #: The metric the flow selects by and the gate compares with.

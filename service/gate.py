@@ -89,6 +89,7 @@ def evaluate(source: RunSource, record: RunRecord, settings: Mapping[str, Any],
         library_versions=summary["library_versions"],
         golden_users=summary["golden_users"] or (),
         schema_version=summary["schema_version"],
+        model_class=summary["model_class"],
         as_of=time.time(),
         thresholds=thresholds,
         serving_metrics=(serving.holdout_metrics

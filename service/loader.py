@@ -23,7 +23,7 @@ import numpy as np
 
 from service.catalogue_view import build_view
 from service.contract import MODEL_ARTIFACT, iso_timestamp
-from service.recommender import EventRecommender
+from service.servable import schema_problem
 from service.runs import RunRecord, RunSource
 from service.slot import ServedModel
 
@@ -71,16 +71,15 @@ def write_shared_copy(model: Any, path: Path) -> None:
 def open_shared_copy(path: Path) -> Any:
     """Open a shared copy with its arrays memory-mapped read-only.
 
-    A model of another schema is refused: this code would misread its arrays
+    A model of another class or schema is refused: this code would misread its arrays
     (a decision made before an upgrade names such a run, even a forced pin).
     Each ``np.memmap`` becomes a plain ndarray view of the same pages: the
     subclass's bookkeeping on every slice cost a request about 10 µs.
     """
     model = joblib.load(path, mmap_mode="r")
-    schema = getattr(model, "schema_version_", None)
-    if schema != EventRecommender.SCHEMA_VERSION:
-        raise LoadError(f"{path.name} holds a model of schema {schema}, and this Lineup serves "
-                        f"schema {EventRecommender.SCHEMA_VERSION}: train a new run")
+    problem = schema_problem(model)
+    if problem is not None:
+        raise LoadError(f"{path.name}: {problem}")
     for name, value in vars(model).items():
         if isinstance(value, np.memmap):
             setattr(model, name, value.view(np.ndarray))

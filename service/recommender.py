@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import numpy as np
 from scipy import sparse
@@ -17,17 +16,9 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from service import item_features
+from service.servable import ArraySpec, Recommendation
 
 _DAY = 86_400.0
-
-
-class Recommendation(NamedTuple):
-    """One ranked list: item indices into ``item_ids_``, their ids, scores and the strategy."""
-
-    items: np.ndarray
-    item_ids: np.ndarray
-    scores: np.ndarray
-    strategy: str
 
 
 def _decay(timestamp: np.ndarray, now: float, half_life_days: float) -> np.ndarray:
@@ -115,6 +106,34 @@ class _Catalogued:
 
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "item_starts_at_")
+
+    def declared_arrays(self) -> dict[str, ArraySpec]:
+        """Name the catalogue and purchase arrays every recommender here learns."""
+        return {
+            "user_ids_": ArraySpec(("users",), "any"),
+            "item_ids_": ArraySpec(("items",), "any"),
+            "item_titles_": ArraySpec(("items",), "any"),
+            "item_categories_": ArraySpec(("items",), "any"),
+            "item_starts_at_": ArraySpec(("items",), "no_nan"),  # +inf: no start date
+            "item_cities_": ArraySpec(("items",), "any"),
+            "item_popularity_": ArraySpec(("items",)),
+            "seen_indptr_": ArraySpec((None,)),
+            "seen_indices_": ArraySpec((None,)),
+        }
+
+    def consistency_problems(self) -> list[str]:
+        """Describe a purchase index that is not a valid CSR matrix over users and items."""
+        indptr, indices = self.seen_indptr_, self.seen_indices_
+        n_users, n_items = self.user_ids_.shape[0], self.item_ids_.shape[0]
+        problems = []
+        if indptr.shape != (n_users + 1,) or indptr[0] != 0 or np.any(np.diff(indptr) < 0) \
+                or indptr[-1] != len(indices):
+            problems.append(f"seen_indptr_ is not a valid CSR index pointer for {n_users} users "
+                            f"and {len(indices)} seen_indices_")
+        if indices.size and (indices.min() < 0 or indices.max() >= n_items):
+            problems.append(f"seen_indices_ spans [{indices.min()}, {indices.max()}], "
+                            f"outside [0, {n_items})")
+        return problems
 
     def known_user(self, user_id: str) -> bool:
         """Return True when the user had interactions in the training data."""
@@ -299,6 +318,40 @@ class EventRecommender(_Catalogued, BaseEstimator):
             np.hstack([self.user_factors_, item_features.profiles(matrix, content)]),
             dtype=np.float32)
 
+    def declared_arrays(self) -> dict[str, ArraySpec]:
+        """Add the factors, popularity prior, taste clusters and fit-time ranking."""
+        return {
+            **super().declared_arrays(),
+            "user_factors_": ArraySpec(("users", "factors")),
+            "item_factors_": ArraySpec(("items", "factors")),
+            "item_bias_": ArraySpec(("items",)),
+            "cluster_labels_": ArraySpec(("clusters",), "any"),
+            "user_clusters_": ArraySpec(("users",)),
+            "cluster_item_scores_": ArraySpec(("clusters", "items")),
+            "user_ranking_": ArraySpec(("users", "ranked")),
+            "user_ranking_scores_": ArraySpec(("users", "ranked")),
+            "feature_vocab_": ArraySpec(("features",), "any"),
+            "feature_weights_": ArraySpec((None, None)),
+        }
+
+    def consistency_problems(self) -> list[str]:
+        """Add taste clusters and ranked items that point outside their arrays."""
+        problems = super().consistency_problems()
+        n_items, n_clusters = self.item_ids_.shape[0], self.cluster_labels_.shape[0]
+        clusters = self.user_clusters_
+        if clusters.size and (clusters.min() < 0 or clusters.max() >= n_clusters):
+            problems.append(f"user_clusters_ spans [{clusters.min()}, {clusters.max()}], "
+                            f"outside [0, {n_clusters})")
+        ranked_from, ranking = self.ranked_from_, self.user_ranking_
+        if not isinstance(ranked_from, (int, np.integer)) or not 0 <= ranked_from <= n_items:
+            problems.append(f"ranked_from_ is {ranked_from!r}, expected an item index in "
+                            f"[0, {n_items}]")
+        elif ranking.size and (ranking.max() >= n_items
+                               or np.any((ranking < ranked_from) & (ranking != -1))):
+            problems.append(f"user_ranking_ spans [{ranking.min()}, {ranking.max()}], outside "
+                            f"[{ranked_from}, {n_items}) and padding -1")
+        return problems
+
     def _rank_users(self) -> None:
         """Rank each user's n_ranked best unbought items among those upcoming at fit time.
 
@@ -397,7 +450,7 @@ class PopularityRecommender(_Catalogued, BaseEstimator):
         return self
 
     def recommend(self, user_id: str, n: int = 10, as_of: float | None = None, *,
-                  taste: str | None = None) -> Recommendation:
+                  taste: str | None = None, use_ranking: bool = True) -> Recommendation:
         """Return the n most popular upcoming items the user has not bought."""
         check_is_fitted(self)
         first = self._first_upcoming(as_of)

@@ -25,7 +25,12 @@ def free_port() -> int:
 class Server:
     """A gunicorn master with its workers, logging into a file."""
 
-    def __init__(self, home: Path, env: Mapping[str, str] | None = None, workers: int = 2):
+    def __init__(self, home: Path, env: Mapping[str, str] | None = None, workers: int = 2, *,
+                 python: str = sys.executable, user: str | None = None,
+                 cwd: Path | None = None):
+        self.python = python
+        self.cwd = cwd
+        self.user = user  # run gunicorn as this account (the caller must be root)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = home / f"gunicorn-{self.port}.log"
@@ -45,9 +50,10 @@ class Server:
         """Start gunicorn and wait until it answers /healthz."""
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "python:service.gunicorn_conf",
+            [self.python, "-m", "gunicorn", "-c", "python:service.gunicorn_conf",
              "service:create_app()"],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            user=self.user, cwd=self.cwd)
         log.close()
         self.wait_for(lambda: self.get("/healthz").status_code == 200, timeout, "healthy")
         return self

@@ -53,6 +53,20 @@ def test_filtered_lists_are_the_top_n_of_the_matching_items(fitted_model, item_f
             assert len(got.items) == min(n, len(want_items))
 
 
+def test_another_servable_is_filtered_exactly_too(small_world):
+    from service.knn import ItemKNNRecommender
+
+    log, catalogue = small_world
+    knn = ItemKNNRecommender().fit(log, items=catalogue)
+    view = build_view(knn)
+    for item_filter in FILTERS[:3]:
+        for user_id in ("u-000001", "nobody"):
+            got = recommend(knn, view, user_id, 10, AS_OF, item_filter=item_filter)
+            want_items, want_scores = _brute_force(knn, user_id, 10, item_filter)
+            np.testing.assert_allclose(got.scores, want_scores, rtol=1e-5, atol=1e-5)
+            assert len(got.items) == len(want_items)
+
+
 def test_an_unknown_city_gives_an_empty_list(fitted_model):
     got = recommend(fitted_model, build_view(fitted_model), "u-000001", 10, AS_OF,
                     item_filter=ItemFilter(cities=("atlantis",)))

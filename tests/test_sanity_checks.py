@@ -391,7 +391,9 @@ def as_impostor(model):
 
 
 @pytest.mark.parametrize("breaker, failing, words", [
-    (as_impostor, {"check_fitted_estimator", "check_new_events_recommended"},
+    # Not a servable: it declares no arrays to check either.
+    (as_impostor, {"check_fitted_estimator", "check_array_shapes", "check_finite_arrays",
+                   "check_new_events_recommended"},
      "test_sanity_checks.Impostor, not a service.recommender.EventRecommender"),
     (with_schema_version, {"check_schema_version"}, "model.schema_version_ is 0, expected 4"),
     (with_nan_in_past_item_factors, {"check_finite_arrays"},
@@ -410,11 +412,11 @@ def as_impostor(model):
     # Requests read the fit-time ranking, so broken factors show when the
     # catalogue is scored; the shape check names the cause.
     (with_wide_item_factors, {"check_array_shapes", "check_ranking_matches_scoring"},
-     "factor widths differ: users 40, items 41"),  # 8 collaborative + 32 content
+     "item_factors_ has shape (833, 41), expected (833, 40) (factors 40 as in"),  # 8 + 32 content
     (with_truncated("item_popularity_", 10), {"check_array_shapes", "check_cold_start"},
      "item_popularity_ has shape (10,), expected (833,)"),
     (with_truncated("cluster_labels_", 3), {"check_array_shapes"},
-     "user_clusters_ spans [0, 3], outside [0, 3)"),
+     "cluster_item_scores_ has shape (4, 833), expected (3, 833)"),
     (with_seen_out_of_range, {"check_array_shapes"}, "seen_indices_ spans"),
     (with_bad_user_cluster, {"check_array_shapes"}, "user_clusters_ spans [0, 4], outside [0, 4)"),
     (with_items_out_of_start_order, {"check_array_shapes", "check_golden_users_lists"},

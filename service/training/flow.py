@@ -8,6 +8,7 @@ docs/training.md.
 from metaflow import FlowSpec, Parameter, schedule, step
 
 from service.config import load as load_settings
+from service.servable import DEFAULT_SERVABLE, SERVABLES
 
 #: Read when the flow is run or deployed: a scheduled deployment bakes these in.
 SETTINGS = load_settings()
@@ -53,6 +54,9 @@ class LineupTrainFlow(FlowSpec):
                                     help="Interactions in the sample world's history")
     holdout_days = Parameter("holdout_days", default=7.0, type=float,
                              help="Days at the end of the data held out for evaluation")
+    model_kind = Parameter(
+        "model", default=DEFAULT_SERVABLE,
+        help=f"The servable to train, by its registered name ({', '.join(SERVABLES)})")
     grid = Parameter("grid", default="16,32,64",
                      help="Comma-separated n_components to try (keep it to 3-4 points)")
 
@@ -65,7 +69,7 @@ class LineupTrainFlow(FlowSpec):
 
         from service import contract
         from service.contract import iso_timestamp
-        from service.recommender import EventRecommender
+        from service.servable import servable_class
         from service.training import data, sample_data
 
         if self.interactions:
@@ -103,7 +107,8 @@ class LineupTrainFlow(FlowSpec):
             "source": source,
         }
         self.library_versions = contract.library_versions()
-        self.schema_version = EventRecommender.SCHEMA_VERSION
+        self.model_class = self.model_kind
+        self.schema_version = servable_class(self.model_class).SCHEMA_VERSION
         print(f"Loaded {self.data_fingerprint}")
         self.next(self.split)
 
@@ -130,11 +135,14 @@ class LineupTrainFlow(FlowSpec):
     @step
     def train(self):
         """Fit one grid point on the training rows and score it on the holdout."""
-        from service.recommender import EventRecommender
+        from service.servable import servable_class
         from service.training import evaluation
 
-        self.params = dict(self.input, random_state=self.seed)
-        model = EventRecommender(**self.params).fit(self.train_log, items=self.catalogue)
+        estimator = servable_class(self.model_class)()
+        # A grid point sets what this servable has (each class declares its own).
+        self.params = {name: value for name, value in dict(self.input, random_state=self.seed)
+                       .items() if name in estimator.get_params()}
+        model = estimator.set_params(**self.params).fit(self.train_log, items=self.catalogue)
         self.metrics = evaluation.ranking_metrics(model, self.truth, self.holdout_start)
         print(f"{self.params}: {self.metrics}")
         self.next(self.join)
@@ -145,7 +153,7 @@ class LineupTrainFlow(FlowSpec):
         from service.contract import METRIC_KEYS
 
         self.search_results = [dict(i.params, **i.metrics) for i in inputs]
-        best = max(inputs, key=lambda i: (i.metrics["ndcg@10"], -i.params["n_components"]))
+        best = max(inputs, key=lambda i: (i.metrics["ndcg@10"], -i.params.get("n_components", 0)))
         self.best_params = dict(best.params)
         self.holdout_metrics = {key: best.metrics[key] for key in METRIC_KEYS}
         # Everything else came unchanged from split: carry it forward.
@@ -161,13 +169,14 @@ class LineupTrainFlow(FlowSpec):
         so it knows the newest events and users.
         """
         from service.contract import METRIC_KEYS
-        from service.recommender import EventRecommender
+        from service.servable import servable_class
         from service.training import evaluation
 
         baseline = evaluation.baseline_metrics(
             self.train_log, self.truth, self.holdout_start, items=self.catalogue)
         self.baseline_metrics = {key: baseline[key] for key in METRIC_KEYS}
-        self.model = EventRecommender(**self.best_params).fit(self.log, items=self.catalogue)
+        self.model = servable_class(self.model_class)(**self.best_params).fit(
+            self.log, items=self.catalogue)
         # The big inputs are not needed downstream; keep the datastore small.
         self.train_log = self.truth = None
         self.next(self.end)
