@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import time
 
 import numpy as np
 import pytest
@@ -108,3 +109,28 @@ def test_the_service_swaps_catalogues_and_keeps_the_last_good_one(
     assert "refusing it" in status["last_error"]["message"]
     again = client.get(f"/recommendations?user_id={user}&n=50").get_json()["items"]
     assert again == after
+
+
+def test_a_reload_asked_of_one_worker_reaches_every_worker(
+        settings, fitted_model, next_week, tmp_path):
+    from service.catalogue_follower import CatalogueFollower
+    from service.slot import ModelSlot
+
+    path = _write(tmp_path / "live.csv", next_week)
+    slot = ModelSlot()
+    record = RunRecord(run_id="7", pathspec="F/7", state="successful", created_at=None,
+                       finished_at=None)
+    slot.swap(loader.serve(fitted_model, record, {}))
+    workers = [CatalogueFollower({**settings, "CATALOGUE": str(path),
+                                  "CATALOGUE_INTERVAL": 3600.0}, slot) for _ in range(2)]
+    for worker in workers:
+        worker.tick()  # the first read
+    first = workers[1].get()
+    assert first is not None and first.new_events > 20
+    upcoming = next_week.item_id[next_week.starts_at > time.time()]
+    _write(path, next_week, sold_out=set(upcoming[:5].tolist()))
+    workers[1].tick()
+    assert workers[1].get() is first  # an hour to go: no read of its own
+    workers[0].request_reload()
+    workers[1].tick()  # sees the signal file
+    assert workers[1].get() is not first and workers[1].get().on_sale < first.on_sale
