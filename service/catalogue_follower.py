@@ -23,7 +23,8 @@ from typing import Any
 from service import catalogue, loader
 from service.contract import iso_timestamp
 from service.slot import ModelSlot
-from service.training.data import Catalogue, DataError, load_items, local_copies
+from service.training.csv_files import local_copies
+from service.training.data import Catalogue, DataError, load_items
 
 logger = logging.getLogger(__name__)
 

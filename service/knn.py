@@ -28,17 +28,16 @@ class ItemKNNRecommender(_Catalogued, BaseEstimator):
     SCHEMA_VERSION = 1
 
     def __init__(self, *, n_neighbors: int = 50, half_life_days: float = 14.0,
-                 purchase_weight: float = 5.0, popularity_weight: float = 0.05,
-                 random_state: int = 0):
+                 popularity_weight: float = 0.05, random_state: int = 0):
         self.n_neighbors = n_neighbors
         self.half_life_days = half_life_days
-        self.purchase_weight = purchase_weight
         self.popularity_weight = popularity_weight
         self.random_state = random_state  # unused: the fit is deterministic
 
     def fit(self, X, y=None, *, items=None) -> ItemKNNRecommender:
         """Learn each item's nearest neighbours and each user's profile of items."""
-        rows, cols, value = self._index_data(X, items)
+        rows, cols, weight, decay = self._index_data(X, items)
+        value = weight * decay
         n_users, n_items = self.user_ids_.shape[0], self.item_ids_.shape[0]
         profile = sparse.csr_matrix((value, (rows, cols)), shape=(n_users, n_items))
         profile.sum_duplicates()

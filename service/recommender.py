@@ -27,6 +27,25 @@ def _decay(timestamp: np.ndarray, now: float, half_life_days: float) -> np.ndarr
     return np.exp2(-age_days / half_life_days)
 
 
+def _id_text(user_id) -> str:
+    """Return an id as text: ids are strings, an int reads as its decimal digits."""
+    if isinstance(user_id, str):
+        return str(user_id)
+    if isinstance(user_id, (int, np.integer)) and not isinstance(user_id, bool):
+        return str(int(user_id))
+    raise TypeError(f"user_id must be a string (or an int, read as its digits), "
+                    f"not {type(user_id).__name__} {user_id!r}")
+
+
+def _later_rows(users: np.ndarray, timestamp: np.ndarray) -> np.ndarray:
+    """Return how many later rows the same user has, for each row (0 for their latest)."""
+    order = np.lexsort((timestamp, users))
+    ends = np.cumsum(np.bincount(users))
+    later = np.empty(users.size, dtype=np.float64)
+    later[order] = ends[users[order]] - 1 - np.arange(users.size)
+    return later
+
+
 def _top(scores: np.ndarray, n: int) -> np.ndarray:
     """Return the indices of the n best finite scores, best first (argpartition, then sort n)."""
     size = scores.shape[0]
@@ -42,8 +61,12 @@ def _top(scores: np.ndarray, n: int) -> np.ndarray:
 class _Catalogued:
     """Shared item facts and ranking for the model and the popularity baseline."""
 
-    def _index_data(self, X, items) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Set the user and item vocabularies and catalogue facts; return (rows, cols, decay)."""
+    def _index_data(self, X, items) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Set the user and item vocabularies, catalogue facts and seen items.
+
+        Return (rows, cols, weight, decay) of the interactions. What a user has
+        seen (``X.seen``: bought, rated; not a view) is never recommended back.
+        """
         if len(X) == 0:
             raise ValueError("cannot fit on zero interactions")
         used_users = np.unique(X.user_codes)
@@ -96,13 +119,13 @@ class _Catalogued:
         weight = np.asarray(X.weight, dtype=np.float64)
         self.item_popularity_ = np.bincount(cols, weights=weight * decay,
                                             minlength=n_items).astype(np.float32)
-        bought = weight >= self.purchase_weight
-        seen = sparse.csr_matrix((np.ones(int(bought.sum())), (rows[bought], cols[bought])),
+        had = np.asarray(X.seen, dtype=bool)
+        seen = sparse.csr_matrix((np.ones(int(had.sum())), (rows[had], cols[had])),
                                  shape=(self.user_ids_.shape[0], n_items))
         seen.sum_duplicates()
         self.seen_indptr_ = seen.indptr.astype(np.int64)
         self.seen_indices_ = seen.indices.astype(np.int32)
-        return rows, cols, weight * decay
+        return rows, cols, weight, decay
 
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "item_starts_at_")
@@ -141,6 +164,8 @@ class _Catalogued:
         return self._user_row(user_id) >= 0
 
     def _user_row(self, user_id: str) -> int:
+        if type(user_id) is not str:
+            user_id = _id_text(user_id)
         if len(user_id) > self.user_ids_.dtype.itemsize // 4:
             # Longer than every known id. Searching would first copy all the
             # ids to the wider string type: 30 µs and 0.8 MB per request.
@@ -157,7 +182,7 @@ class _Catalogued:
 
     def _finish(self, scores: np.ndarray, first: int, row: int, n: int,
                 strategy: str) -> Recommendation:
-        """Take the top n of ``scores`` (a fresh array for items ``first:``), minus bought items."""
+        """Take the top n of ``scores`` (a fresh array for items ``first:``), minus seen items."""
         if row >= 0:
             seen = self.seen_indices_[self.seen_indptr_[row]:self.seen_indptr_[row + 1]]
             scores[seen[seen >= first] - first] = -np.inf
@@ -176,9 +201,13 @@ class _Catalogued:
 class EventRecommender(_Catalogued, BaseEstimator):
     """Recommend upcoming events with PureSVD on recency-decayed implicit feedback.
 
-    Fitting builds the user x item matrix of summed interaction weights
-    (purchase 5.0, view 1.0), each decayed by age with ``half_life_days``,
-    damps repeats with ``log1p``, and scales each item column by
+    Fitting builds the user x item matrix of summed interaction strengths,
+    each the row's weight (purchase 5.0, view 1.0, or a rating) as
+    ``weighting`` says ("raw"; "binary": 1 whatever the weight; "log":
+    ``log1p(weight)``), decayed by age with ``half_life_days`` (``inf``: no
+    decay) and, with a finite ``user_half_life``, halved for every that many
+    later interactions of the same user (a user's latest taste counts most,
+    whenever they were active), damps repeats with ``log1p``, and scales each item column by
     ``count ** -0.25`` so blockbusters do not swamp the factors. A truncated
     SVD (randomized, ``n_components``) of that matrix gives item factors V and
     user factors (the user's row projected on V, normalised to unit length).
@@ -209,7 +238,10 @@ class EventRecommender(_Catalogued, BaseEstimator):
     popularity per day since an item's first interaction, so a hot new event
     is not ranked below old ones for having had less time.
 
-    Ranking: fitting also stores each user's ``n_ranked`` best unbought items
+    Seen items (``X.seen``: bought or rated, not viewed) are never
+    recommended back to that user; see service/training/data.py.
+
+    Ranking: fitting also stores each user's ``n_ranked`` best unseen items
     among those upcoming at fit time, best first, with their scores. A
     request filters that row to what is still upcoming, which is the same
     list scoring would give (7 µs against 28 µs for scoring the sample's 5k
@@ -217,14 +249,19 @@ class EventRecommender(_Catalogued, BaseEstimator):
     are left.
     """
 
-    #: 4: items keep their city, new items are scored from metadata (3: each
-    #: user's best items are ranked at fit time; 2: the catalogue is in start
-    #: order; 1: by item id).
-    SCHEMA_VERSION = 4
+    #: 5: items keep their city, new items are scored from metadata (issue 12);
+    #: 4: seen items come from the interaction kind, not a weight threshold;
+    #: ``weighting`` and ``user_half_life`` are parameters (3: each user's best
+    #: items are ranked at fit time; 2: the catalogue is in start order; 1: by
+    #: item id).
+    SCHEMA_VERSION = 5
+
+    #: The strength of one interaction of weight w, by ``weighting``.
+    WEIGHTINGS = {"raw": lambda w: w, "binary": np.ones_like, "log": np.log1p}
 
     def __init__(self, *, n_components: int = 64, n_clusters: int = 8,
-                 popularity_weight: float = 0.1, purchase_weight: float = 5.0,
-                 half_life_days: float = 14.0, n_ranked: int = 100,
+                 popularity_weight: float = 0.1, half_life_days: float = 14.0,
+                 user_half_life: float = np.inf, weighting: str = "raw", n_ranked: int = 100,
                  metadata_shrinkage: float = 3.0, metadata_min_count: int = 5,
                  metadata_alpha: float = 1.0, content_dims: int = 32,
                  content_weight: float = 0.1, new_content_weight: float = 0.175,
@@ -233,8 +270,9 @@ class EventRecommender(_Catalogued, BaseEstimator):
         self.n_components = n_components
         self.n_clusters = n_clusters
         self.popularity_weight = popularity_weight
-        self.purchase_weight = purchase_weight
         self.half_life_days = half_life_days
+        self.user_half_life = user_half_life
+        self.weighting = weighting
         self.n_ranked = n_ranked
         self.metadata_shrinkage = metadata_shrinkage
         self.metadata_min_count = metadata_min_count
@@ -250,7 +288,13 @@ class EventRecommender(_Catalogued, BaseEstimator):
         from sklearn.cluster import KMeans
         from sklearn.utils.extmath import randomized_svd
 
-        rows, cols, value = self._index_data(X, items)
+        if self.weighting not in self.WEIGHTINGS:
+            raise ValueError(f"weighting {self.weighting!r} is not one of "
+                             f"{', '.join(self.WEIGHTINGS)}")
+        rows, cols, weight, decay = self._index_data(X, items)
+        value = self.WEIGHTINGS[self.weighting](weight) * decay
+        if np.isfinite(self.user_half_life):
+            value *= np.exp2(-_later_rows(rows, X.timestamp) / self.user_half_life)
         n_users, n_items = self.user_ids_.shape[0], self.item_ids_.shape[0]
         matrix = sparse.csr_matrix((value, (rows, cols)), shape=(n_users, n_items))
         matrix.sum_duplicates()
@@ -353,18 +397,19 @@ class EventRecommender(_Catalogued, BaseEstimator):
         return problems
 
     def _rank_users(self) -> None:
-        """Rank each user's n_ranked best unbought items among those upcoming at fit time.
+        """Rank each user's n_ranked best unseen items among those upcoming at fit time.
 
         The same scoring a request falls back to, run once per user here (half
         a second for the sample's 18k users), so a request reads a row instead
         of scoring the catalogue. Rows are padded with item -1 and score 0 when
-        fewer items remain.
+        fewer items remain. ``n_ranked=0`` ranks nothing (every request scores):
+        the hyperparameter search fits many models and asks few users each.
         """
         self.ranked_from_ = self._first_upcoming(self.fitted_as_of_)
-        width = int(max(1, self.n_ranked))
+        width = int(max(0, self.n_ranked))
         self.user_ranking_ = np.full((self.user_ids_.shape[0], width), -1, dtype=np.int32)
         self.user_ranking_scores_ = np.zeros(self.user_ranking_.shape, dtype=np.float32)
-        for row in range(self.user_ids_.shape[0]):
+        for row in range(self.user_ids_.shape[0] if width else 0):
             best = self._finish(self._user_scores(row, self.ranked_from_), self.ranked_from_,
                                 row, width, "personalised")
             self.user_ranking_[row, :best.items.size] = best.items
@@ -384,7 +429,7 @@ class EventRecommender(_Catalogued, BaseEstimator):
         (items it skipped as started are upcoming then), nor when fewer than n
         of a full row are still upcoming.
         """
-        if first < self.ranked_from_:
+        if first < self.ranked_from_ or not self.user_ranking_.shape[1]:
             return None
         ranking = self.user_ranking_[row]
         kept = np.flatnonzero(ranking >= first)[:n]
@@ -411,7 +456,7 @@ class EventRecommender(_Catalogued, BaseEstimator):
 
     def recommend(self, user_id: str, n: int = 10, as_of: float | None = None, *,
                   taste: str | None = None, use_ranking: bool = True) -> Recommendation:
-        """Return up to n unique upcoming items the user has not bought, best first.
+        """Return up to n unique upcoming items the user has not seen, best first.
 
         A known user's list is read from the ranking made at fit time when it
         can answer exactly; ``use_ranking=False`` scores the whole upcoming
@@ -436,22 +481,21 @@ class EventRecommender(_Catalogued, BaseEstimator):
 class PopularityRecommender(_Catalogued, BaseEstimator):
     """Recommend the most popular upcoming items (recency-weighted), the evaluation baseline.
 
-    Same interface as :class:`EventRecommender`; bought items are excluded too,
+    Same interface as :class:`EventRecommender`; seen items are excluded too,
     so the comparison isolates personalisation.
     """
 
-    def __init__(self, *, purchase_weight: float = 5.0, half_life_days: float = 14.0):
-        self.purchase_weight = purchase_weight
+    def __init__(self, *, half_life_days: float = 14.0):
         self.half_life_days = half_life_days
 
     def fit(self, X, y=None, *, items=None) -> "PopularityRecommender":
-        """Learn recency-weighted item popularity and each user's purchases."""
+        """Learn recency-weighted item popularity and each user's seen items."""
         self._index_data(X, items)
         return self
 
     def recommend(self, user_id: str, n: int = 10, as_of: float | None = None, *,
                   taste: str | None = None, use_ranking: bool = True) -> Recommendation:
-        """Return the n most popular upcoming items the user has not bought."""
+        """Return the n most popular upcoming items the user has not seen."""
         check_is_fitted(self)
         first = self._first_upcoming(as_of)
         return self._finish(np.array(self.item_popularity_[first:]), first,

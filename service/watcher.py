@@ -76,10 +76,11 @@ class Watcher:
 
     def select_wait(self, selected: bool) -> float:
         """Return the seconds until the next selection, after one that ``selected`` or not."""
+        poll = float(self.settings["POLL_INTERVAL"])
         if selected and self._serving():
             self.retry.reset()
-            return float(self.settings["POLL_INTERVAL"])
-        return self.retry.next()
+            return poll
+        return min(self.retry.next(), poll)
 
     def _run(self) -> None:
         # A worker's first selection does not wait for another worker's last one.

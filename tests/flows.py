@@ -18,6 +18,8 @@ from service.training.sample_data import write_sample
 
 #: Small enough for a run in seconds, large enough for the model to beat popularity.
 WORLD = {"users": 1500, "events": 300, "interactions": 40_000}
+#: A short hyperparameter search: these runs test serving, not tuning.
+SHORT_SEARCH = ("--search_seconds", "2", "--search_tasks", "1")
 
 
 def sample(directory: Path, seed: int = 0) -> tuple[Path, Path]:
@@ -41,13 +43,15 @@ def damage(interactions: Path, out: Path, seed: int = 0) -> Path:
 
 def good_run(settings: Mapping[str, Any], data: tuple[Path, Path]) -> str:
     """Train on good data; return the run id."""
-    return train(settings, interactions=str(data[0]), items=str(data[1])).rsplit("/", 1)[-1]
+    return train(settings, interactions=str(data[0]), items=str(data[1]),
+                 extra_args=SHORT_SEARCH).rsplit("/", 1)[-1]
 
 
 def damaged_run(settings: Mapping[str, Any], data: tuple[Path, Path], workdir: Path) -> str:
     """Train on shuffled interactions: the run succeeds, its model is bad."""
     broken = damage(data[0], workdir / "damaged.csv")
-    return train(settings, interactions=str(broken), items=str(data[1])).rsplit("/", 1)[-1]
+    return train(settings, interactions=str(broken), items=str(data[1]),
+                 extra_args=SHORT_SEARCH).rsplit("/", 1)[-1]
 
 
 def failed_run(settings: Mapping[str, Any], workdir: Path) -> None:

@@ -24,8 +24,11 @@ import pytest
 
 FLOW_FILE = Path(__file__).resolve().parent.parent / "service" / "training" / "flow.py"
 STEPS = ("start", "split", "train", "join", "evaluate", "end")
-PARAMETERS = {"interactions", "items", "as_of", "seed", "sample_users", "sample_events",
-              "sample_interactions", "holdout_days", "grid"}
+PARAMETERS = {"interactions", "items", "as_of", "model", "seed", "sample_users", "sample_events",
+              "sample_interactions", "holdout_days", "grid", "columns", "seen_kinds",
+              "min_eval_users", "holdout_last", "max_holdout_share", "half_lives",
+              "user_half_lives", "popularity_weights", "weightings", "search_tasks",
+              "search_seconds", "search_users"}
 #: What ``@schedule(daily=True)`` becomes: 00:00 UTC every day. EventBridge
 #: takes the six-field form; Argo keeps the first five fields.
 DAILY_EVENTBRIDGE = "cron(0 0 * * ? *)"
@@ -143,7 +146,7 @@ def test_argo_workflow_template_is_daily_and_uploads_its_code(aws, bucket, deplo
     spec = template["spec"]
     assert {p["name"] for p in spec["arguments"]["parameters"]} == PARAMETERS
     defaults = {p["name"]: p["value"] for p in spec["arguments"]["parameters"]}
-    assert json.loads(defaults["grid"]) == "16,32,64"
+    assert json.loads(defaults["grid"]) == "16,32,64,128"
     assert json.loads(defaults["interactions"]) == daily_data  # what the schedule trains on
 
     templates = {t["name"]: t for t in spec["templates"]}

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from service import config
+from service.contract import METRIC_KEYS, SEARCH_RESULTS_ARTIFACT, SUMMARY_ARTIFACTS
 from service.recommender import EventRecommender
 from service.training.runner import TrainingFailed, train
 
 SMALL = (1500, 300, 30_000)
-METRIC_KEYS = {"precision@10", "recall@10", "ndcg@10", "coverage"}
+DAY = 86_400.0
 
 
 @pytest.fixture
@@ -36,26 +38,31 @@ def _client(settings):
     return metaflow
 
 
-def test_flow_trains_a_model_that_beats_popularity(trainer_settings, elsewhere):
-    pathspec = train(trainer_settings, as_of="2026-11-27", seed=0, sample_size=SMALL)
-    assert pathspec.startswith("LineupTrainFlow/")
-    metaflow = _client(trainer_settings)
-    run = metaflow.Run(pathspec)
-    assert run.successful
-    data = run.data
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    """One flow run on the small world with a short search, read back with the client."""
+    settings = config.load({"LINEUP_HOME": str(tmp_path_factory.mktemp("home")),
+                            "METAFLOW_USER": "test"})
+    pathspec = train(settings, as_of="2026-11-27", seed=0, sample_size=SMALL,
+                     extra_args=["--search_seconds", "4"])
+    return _client(settings).Run(pathspec)
+
+
+def test_flow_trains_a_model_that_beats_popularity(small_run):
+    assert small_run.pathspec.startswith("LineupTrainFlow/")
+    assert small_run.successful
+    data = small_run.data
     for name in ("model", "holdout_metrics", "baseline_metrics", "data_fingerprint",
                  "library_versions", "golden_users", "holdout_start", "as_of",
-                 "schema_version", "best_params", "search_results"):
+                 "schema_version", "best_params", *SUMMARY_ARTIFACTS, SEARCH_RESULTS_ARTIFACT):
         assert hasattr(data, name), name
-    assert set(data.holdout_metrics) == set(data.baseline_metrics) == METRIC_KEYS
+    assert set(data.holdout_metrics) == set(data.baseline_metrics) == {*METRIC_KEYS, "users"}
     assert data.holdout_metrics["ndcg@10"] > 1.5 * data.baseline_metrics["ndcg@10"]
     assert isinstance(data.model, EventRecommender)
     assert data.schema_version == data.model.schema_version_ == EventRecommender.SCHEMA_VERSION
-    assert data.as_of - data.holdout_start == 7 * 86_400
-    assert len(data.search_results) == 3 and data.best_params["n_components"] in (16, 32, 64)
-    assert 10 <= len(data.golden_users) <= 50
     golden = data.golden_users[0]
     assert set(golden) == {"user_id", "holdout_items"} and golden["holdout_items"]
+    assert 10 <= len(data.golden_users) <= 50
     assert set(data.data_fingerprint) >= {"interactions", "users", "items", "first_timestamp",
                                           "last_timestamp", "sha256", "source"}
     assert set(data.library_versions) == {"python", "numpy", "scikit-learn"}
@@ -63,14 +70,58 @@ def test_flow_trains_a_model_that_beats_popularity(trainer_settings, elsewhere):
     assert rec.strategy == "personalised" and len(rec.items) == 10
 
 
-def test_malformed_data_fails_the_run_with_a_clear_message(trainer_settings, tmp_path,
-                                                           elsewhere):
+def test_flow_stores_its_protocol_intervals_and_search(small_run):
+    data = small_run.data
+    protocol = data.evaluation_protocol
+    assert protocol["kind"] == "time_window" and protocol["users"] >= 100
+    assert protocol["holdout_start"] == data.holdout_start == data.as_of - protocol["days"] * DAY
+    assert protocol["users"] == data.holdout_metrics["users"] == data.baseline_metrics["users"]
+    assert protocol["validation"]["holdout_start"] < data.holdout_start
+    for metric in ("ndcg@10", "recall@10"):
+        low, high = data.holdout_intervals[metric]
+        assert low < data.holdout_metrics[metric] < high
+        diff = data.baseline_difference[metric]
+        assert diff["low"] < diff["mean"] < diff["high"] and diff["low"] > 0
+        assert diff["mean"] == pytest.approx(
+            data.holdout_metrics[metric] - data.baseline_metrics[metric])
+    axes = {"n_components", "half_life_days", "user_half_life", "popularity_weight",
+            "weighting"}
+    assert set(data.best_params) == axes
+    assert len(data.search_results) >= 3
+    assert all(set(result) >= axes | {"ndcg@10", "seconds"} for result in data.search_results)
+    best = max(data.search_results, key=lambda result: result["ndcg@10"])
+    assert {axis: best[axis] for axis in axes} == data.best_params
+
+
+def test_the_stored_metric_agrees_with_an_independent_protocol(small_run, small_world):
+    """Re-split the same world, refit the chosen point, score it with audit's own NDCG."""
+    from service.training import audit
+
+    data = small_run.data
+    log, catalogue = small_world
+    train, truth = audit.split_log(log, "time10", start=data.holdout_start)
+    assert len(truth) == data.evaluation_protocol["users"]
+    model = EventRecommender(**data.best_params, random_state=0)
+    model.fit(log.subset(train), items=catalogue)
+    users = sorted(truth)
+    scores = np.array([audit.ndcg_at_10(
+        model.recommend(user, 10, data.holdout_start).item_ids.tolist(), truth[user])
+        for user in users])
+    low, high = audit.interval(scores)
+    assert low <= data.holdout_metrics["ndcg@10"] <= high
+    assert data.holdout_metrics["ndcg@10"] == pytest.approx(scores.mean(), abs=1e-9)
+
+
+def test_malformed_data_fails_the_run_with_a_one_line_cause(trainer_settings, tmp_path,
+                                                            elsewhere):
     bad = tmp_path / "interactions.csv"
     bad.write_text("user_id,item_id,timestamp\nu1,e1,1700000000\nu2,e1,yesterday\n")
     with pytest.raises(TrainingFailed) as caught:
         train(trainer_settings, interactions=bad)
+    output = str(caught.value)
     assert ("interactions.csv, row 3: timestamp 'yesterday' is not ISO 8601 or epoch seconds"
-            in str(caught.value))
+            in output)
+    assert "Bad training data" in output and "Traceback" not in output
     metaflow = _client(trainer_settings)
     runs = list(metaflow.Flow("LineupTrainFlow").runs())
     assert runs and not any(run.successful for run in runs)

@@ -93,11 +93,9 @@ def test_status_runs_and_check_for_people_and_scripts(ops):
     rejected = next(run["run_id"] for run in runs if run["verdict"] == "rejected")
     check = lineup(server, "check", rejected)
     assert check.returncode == 1 and "FAIL  check_beats_baseline" in check.stdout
-    module = subprocess.run([sys.executable, "-m", "sanity_tests", "--run",
-                             f"LineupTrainFlow/{serving(server)}"],
-                            env=server.env, capture_output=True, text=True, timeout=300)
-    assert module.returncode == 0, module.stdout + module.stderr
-    assert "checks passed" in module.stdout and "FAIL" not in module.stdout
+    passed = lineup(server, "check", f"LineupTrainFlow/{serving(server)}")
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert "checks passed" in passed.stdout and "FAIL" not in passed.stdout
 
 
 def _samples(text: str, name: str, **labels: str) -> float:

@@ -102,7 +102,7 @@ def test_cli_writes_both_files(tmp_path, capsys):
                  "--users", "100", "--events", "40", "--interactions", "1000"]) == 0
     interactions, items = (tmp_path / "interactions.csv", tmp_path / "items.csv")
     assert capsys.readouterr().out.split() == [str(interactions), str(items)]
-    assert interactions.read_text().startswith("user_id,item_id,timestamp,weight\n")
+    assert interactions.read_text().startswith("user_id,item_id,timestamp,weight,interaction\n")
     assert items.read_text().startswith("item_id,title,category,city,starts_at,performer,venue\n")
     first = interactions.read_text().splitlines()[1].split(",")
     assert first[2].endswith("Z") and dt.datetime.fromisoformat(first[2])

@@ -10,16 +10,22 @@ file, the row (the line number in the file; the header is row 1) and what was
 wrong, for example::
 
     interactions.csv, row 17: timestamp 'yesterday' is not ISO 8601 or epoch seconds
+
+Reading the CSV itself (encodings, headers, column names) is
+:mod:`service.training.csv_files`.
+
+"Seen" is its own notion, apart from the weight: a seen item is never
+recommended to that user again and is what the evaluation asks the model to
+predict. With an ``interaction`` column, rows whose kind is in ``seen_kinds``
+(default purchase, rating) are seen, other kinds (views) are not; without one,
+every row is seen (a ratings file: a rated item is seen).
 """
 
 from __future__ import annotations
 
-import contextlib
-import csv
+import logging
 import math
-import shutil
-import tempfile
-from collections.abc import Iterator
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,6 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from service.training import item_status
+from service.training.csv_files import DataError, read_table
+
+logger = logging.getLogger(__name__)
 
 #: Weight of a row in an interactions file that has no ``weight`` column.
 DEFAULT_WEIGHT = 5.0
@@ -35,17 +44,21 @@ INTERACTION_COLUMNS = ("user_id", "item_id", "timestamp")
 ITEM_COLUMNS = ("item_id",)
 UNKNOWN_CATEGORY = "unknown"
 
+#: Interaction kinds that make an item seen (never recommended again to that user).
+SEEN_KINDS = ("purchase", "rating")
 
-class DataError(ValueError):
-    """A training input file is missing, empty or malformed."""
+#: An id that only a data frame's float column would write ("12.0", "3e5").
+_FLOAT_ID = re.compile(r"^[+-]?(\d+\.\d*|\d*\.\d+|\d+(\.\d*)?[eE][+-]?\d+)$")
 
 
 @dataclass(frozen=True, eq=False)
 class Interactions:
     """User-item events: ``user_vocab[user_codes[i]]`` did something to ``item_vocab[...]``.
 
-    ``timestamp`` is float64 epoch seconds (UTC) and ``weight`` float32
-    (5.0 for a purchase, 1.0 for a page view by default).
+    ``timestamp`` is float64 epoch seconds (UTC), ``weight`` float32, the
+    strength (5.0 for a purchase, 1.0 for a page view, or a rating), and
+    ``seen`` bool: the user has had the item (bought, rated), so it is never
+    recommended to them again. A view is not seen.
     """
 
     user_codes: np.ndarray
@@ -54,6 +67,7 @@ class Interactions:
     item_vocab: np.ndarray
     timestamp: np.ndarray
     weight: np.ndarray
+    seen: np.ndarray
 
     def __len__(self) -> int:
         return int(self.user_codes.shape[0])
@@ -71,18 +85,25 @@ class Interactions:
     def subset(self, mask: np.ndarray) -> "Interactions":
         """Return the rows selected by a boolean mask or index array, sharing vocabularies."""
         return Interactions(self.user_codes[mask], self.user_vocab, self.item_codes[mask],
-                            self.item_vocab, self.timestamp[mask], self.weight[mask])
+                            self.item_vocab, self.timestamp[mask], self.weight[mask],
+                            self.seen[mask])
 
     @classmethod
-    def from_arrays(cls, user_id, item_id, timestamp, weight=None) -> "Interactions":
-        """Build from parallel arrays of ids, epoch-second timestamps and optional weights."""
+    def from_arrays(cls, user_id, item_id, timestamp, weight=None,
+                    seen=None) -> "Interactions":
+        """Build from parallel arrays of ids, epoch-second timestamps, optional weights and seen.
+
+        Without weights every row weighs ``DEFAULT_WEIGHT``; without ``seen``
+        every row is seen.
+        """
         user_vocab, user_codes = np.unique(np.asarray(user_id, dtype=str), return_inverse=True)
         item_vocab, item_codes = np.unique(np.asarray(item_id, dtype=str), return_inverse=True)
         timestamp = np.asarray(timestamp, dtype=np.float64)
         if weight is None:
             weight = np.full(timestamp.shape, DEFAULT_WEIGHT, dtype=np.float32)
+        seen = np.ones(timestamp.shape, dtype=bool) if seen is None else np.asarray(seen, bool)
         return cls(user_codes.astype(np.int32), user_vocab, item_codes.astype(np.int32),
-                   item_vocab, timestamp, np.asarray(weight, dtype=np.float32))
+                   item_vocab, timestamp, np.asarray(weight, dtype=np.float32), seen)
 
 
 @dataclass(frozen=True, eq=False)
@@ -155,102 +176,65 @@ def _timestamps(values: list[str], rows: list[int] | None, name: str,
     return out
 
 
-@contextlib.contextmanager
-def local_copies(*paths: str) -> Iterator[list[str]]:
-    """Yield the paths as local files, fetching ``s3://`` ones with Metaflow's S3 client.
+def _ids(values: np.ndarray, label: str, name: str, lines: list[int]) -> np.ndarray:
+    """Check a column of ids: none empty, none a float written by a data frame ("12.0")."""
+    empty = np.flatnonzero(np.char.str_len(np.char.strip(values)) == 0)
+    if empty.size:
+        raise DataError(f"{name}, row {lines[empty[0]]}: empty {label}")
+    for i, text in enumerate(values.tolist()):
+        if text[-1:].isdigit() and _FLOAT_ID.match(text):
+            raise DataError(f"{name}, row {lines[i]}: {label} {text!r} looks like a float "
+                            "written by a data frame; ids are strings, write them as integers "
+                            f"({text.split('.')[0]!r}) or text")
+        if i >= 1000:  # ids of one column are written alike
+            break
+    return values
 
-    A fetched file keeps its base name, so validation errors still name the
-    file the operator gave. Empty paths stay empty.
+
+def _weights(raw: tuple[str, ...], name: str, lines: list[int]) -> np.ndarray:
+    """Parse the weight column: finite numbers >= 0."""
+    try:
+        weight = np.asarray(raw, dtype=np.float64)
+    except ValueError:
+        for i, text in enumerate(raw):
+            try:
+                float(text)
+            except ValueError:
+                raise DataError(f"{name}, row {lines[i]}: weight {text!r} is not a "
+                                "number") from None
+        weight = np.array([float(text) for text in raw])
+    bad = np.flatnonzero(~np.isfinite(weight) | (weight < 0))
+    if bad.size:
+        raise DataError(f"{name}, row {lines[bad[0]]}: weight {raw[bad[0]]!r} must be a "
+                        "finite number >= 0")
+    return weight.astype(np.float32)
+
+
+def load_interactions(path: str | Path, columns: dict[str, str] | None = None,
+                      seen_kinds: tuple[str, ...] = SEEN_KINDS) -> Interactions:
+    """Read an interactions CSV (``user_id,item_id,timestamp[,weight][,interaction]``).
+
+    Without a ``weight`` column every row weighs 5.0. With an ``interaction``
+    column the rows of a kind in ``seen_kinds`` are seen; without one every
+    row is (see the module docstring). ``columns`` maps the file's column
+    names to Lineup's (None: :data:`COLUMN_ALIASES`).
     """
-    remote = [path for path in paths if path.startswith("s3://")]
-    if not remote:
-        yield list(paths)
-        return
-    from metaflow import S3
-
-    with tempfile.TemporaryDirectory(prefix="lineup-data-") as folder, S3() as s3:
-        local = {}
-        for index, url in enumerate(remote):
-            obj = s3.get(url, return_missing=True)
-            if not obj.exists:
-                raise DataError(f"{url}: file not found")
-            target = Path(folder, str(index), url.rsplit("/", 1)[-1])
-            target.parent.mkdir()
-            shutil.copyfile(obj.path, target)
-            local[url] = str(target)
-        yield [local.get(path, path) for path in paths]
+    name, header, rows, lines = read_table(path, INTERACTION_COLUMNS, columns)
+    table = dict(zip(header, zip(*rows)))
+    users = _ids(np.asarray(table["user_id"], dtype=str), "user_id", name, lines)
+    items = _ids(np.asarray(table["item_id"], dtype=str), "item_id", name, lines)
+    timestamp = _timestamps(list(table["timestamp"]), lines, name)
+    weight = _weights(table["weight"], name, lines) if "weight" in header else None
+    seen = None
+    if "interaction" in header:
+        kinds = np.char.lower(np.char.strip(np.asarray(table["interaction"], dtype=str)))
+        seen = np.isin(kinds, [kind.strip().lower() for kind in seen_kinds])
+        logger.info("%s: %d of %d rows are seen (interaction in %s)", name, int(seen.sum()),
+                    seen.size, ",".join(seen_kinds))
+    return Interactions.from_arrays(users, items, timestamp, weight, seen)
 
 
-def _read(path: str | Path, required: tuple[str, ...]):
-    """Return (name, header, rows, line numbers) of a CSV file with the required columns."""
-    path = Path(path)
-    name = path.name
-    if not path.is_file():
-        raise DataError(f"{name}: file not found ({path})")
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None or not any(cell.strip() for cell in header):
-            raise DataError(f"{name}: file is empty, expected a header row with columns "
-                            + ",".join(required))
-        header = [cell.strip() for cell in header]
-        missing = [col for col in required if col not in header]
-        if missing:
-            raise DataError(f"{name}, row 1: missing column(s) {','.join(missing)}; "
-                            f"header is {','.join(header)!r}, expected {','.join(required)}")
-        width = len(header)
-        rows = []
-        lines = []
-        for row in reader:
-            if len(row) != width:
-                if not row:  # blank line
-                    continue
-                raise DataError(f"{name}, row {reader.line_num}: expected {width} fields, "
-                                f"got {len(row)}")
-            rows.append(row)
-            lines.append(reader.line_num)
-    if not rows:
-        raise DataError(f"{name}: file has a header but no data rows")
-    return name, header, rows, lines
-
-
-def load_interactions(path: str | Path) -> Interactions:
-    """Read an interactions CSV (``user_id,item_id,timestamp[,weight]``) and validate it.
-
-    Without a ``weight`` column every row counts as a purchase (weight 5.0).
-    """
-    name, header, rows, lines = _read(path, INTERACTION_COLUMNS)
-    columns = list(zip(*rows))
-    users = np.asarray(columns[header.index("user_id")], dtype=str)
-    items = np.asarray(columns[header.index("item_id")], dtype=str)
-    for label, values in (("user_id", users), ("item_id", items)):
-        empty = np.flatnonzero(np.char.str_len(np.char.strip(values)) == 0)
-        if empty.size:
-            raise DataError(f"{name}, row {lines[empty[0]]}: empty {label}")
-    timestamp = _timestamps(list(columns[header.index("timestamp")]), lines, name)
-    if "weight" in header:
-        raw = columns[header.index("weight")]
-        try:
-            weight = np.asarray(raw, dtype=np.float64)
-        except ValueError:
-            for i, text in enumerate(raw):
-                try:
-                    float(text)
-                except ValueError:
-                    raise DataError(f"{name}, row {lines[i]}: weight {text!r} is not a "
-                                    "number") from None
-            weight = np.array([float(text) for text in raw])
-        bad = np.flatnonzero(~np.isfinite(weight) | (weight < 0))
-        if bad.size:
-            raise DataError(f"{name}, row {lines[bad[0]]}: weight {raw[bad[0]]!r} must be a "
-                            "finite number >= 0")
-        weight = weight.astype(np.float32)
-    else:
-        weight = None
-    return Interactions.from_arrays(users, items, timestamp, weight)
-
-
-def load_items(path: str | Path) -> Catalogue:
+def load_items(path: str | Path, columns: dict[str, str] | None = None) -> Catalogue:
     """Read an items CSV (``item_id[,title,category,starts_at,city,performer,venue]``).
 
     An ``available`` (true/false) or ``status`` (``sold_out``, ``cancelled``...)
@@ -258,12 +242,9 @@ def load_items(path: str | Path) -> Catalogue:
 
     A missing or empty ``starts_at`` means the item is always available (``+inf``).
     """
-    name, header, rows, lines = _read(path, ITEM_COLUMNS)
-    columns = list(zip(*rows))
-    item_id = np.asarray(columns[header.index("item_id")], dtype=str)
-    empty = np.flatnonzero(np.char.str_len(np.char.strip(item_id)) == 0)
-    if empty.size:
-        raise DataError(f"{name}, row {lines[empty[0]]}: empty item_id")
+    name, header, rows, lines = read_table(path, ITEM_COLUMNS, columns)
+    table = dict(zip(header, zip(*rows)))
+    item_id = _ids(np.asarray(table["item_id"], dtype=str), "item_id", name, lines)
     order = np.argsort(item_id, kind="stable")
     dup = np.flatnonzero(item_id[order][1:] == item_id[order][:-1])
     if dup.size:
@@ -274,20 +255,20 @@ def load_items(path: str | Path) -> Catalogue:
     def column(col: str, default: np.ndarray) -> np.ndarray:
         if col not in header:
             return default
-        values = np.asarray(columns[header.index(col)], dtype=str)
+        values = np.asarray(table[col], dtype=str)
         return np.where(np.char.str_len(values) > 0, values, default)
 
     title = column("title", item_id)
     category = column("category", np.full(item_id.shape, UNKNOWN_CATEGORY))
     if "starts_at" in header:
-        starts_at = _timestamps(list(columns[header.index("starts_at")]), lines, name,
+        starts_at = _timestamps(list(table["starts_at"]), lines, name,
                                 allow_empty=True)
     else:
         starts_at = np.full(item_id.shape, np.inf)
     optional = {name: column(name, np.full(item_id.shape, ""))[order]
                 for name in ("city", "performer", "venue") if name in header}
     try:
-        available = item_status.on_sale(header, columns)
+        available = item_status.on_sale(header, [table[col] for col in header])
     except item_status.BadAvailability as exc:
         raise DataError(f"{name}, row {lines[exc.index]}: {exc}") from None
     return Catalogue(item_id[order], title[order], category[order], starts_at[order],

@@ -1,100 +1,126 @@
-"""Rank-based metrics on a temporal holdout: precision@k, recall@k, NDCG@k, coverage.
+"""Rank-based metrics of a model on held-out data: per user, then averaged.
 
-The relevant items of a user are the events they *purchased* in the holdout
-(weight >= the purchase weight) and had not already bought before it: a
-purchase is the outcome the business wants, and bought items are excluded from
-recommendations, so counting them would only punish every model equally.
-Only users known to the model (with training interactions) are scored; cold
-users get the same popularity list from the model and the baseline.
+The relevant items of a user are the items they *saw* in the held-out rows
+(bought, rated: ``Interactions.seen``; a view is not an outcome) and had not
+seen before them: seen items are never recommended back, so counting them
+would only punish every model equally. Only users with training rows are
+scored; cold users get the same popularity list from every model.
+
+How the held-out rows are chosen (a time window, or each user's last k) is
+:mod:`service.training.protocol`; the intervals are
+:mod:`service.training.bootstrap`.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
-from service.contract import METRIC_KEYS
+from service.contract import PRIMARY_METRIC
 from service.training.data import Interactions
 
+#: The list length every metric is measured at.
+K = 10
 
-def split_by_time(log: Interactions, holdout_start: float) -> tuple[Interactions, Interactions]:
-    """Return (train, holdout): rows before ``holdout_start`` and rows at or after it."""
-    before = log.timestamp < holdout_start
-    return log.subset(before), log.subset(~before)
+#: The metrics given bootstrap intervals (``holdout_intervals``, ``baseline_difference``).
+INTERVAL_METRICS = (PRIMARY_METRIC, f"recall@{K}")
 
 
-def holdout_truth(train: Interactions, holdout: Interactions,
-                  purchase_weight: float = 5.0) -> dict[str, np.ndarray]:
-    """Return ``{user_id: sorted item ids}`` purchased in the holdout and not bought before.
+def holdout_truth(train: Interactions, holdout: Interactions) -> dict[str, np.ndarray]:
+    """Return ``{user_id: sorted item ids}`` seen in ``holdout`` and not seen in ``train``.
 
-    Only users with training interactions appear.
+    Both must share vocabularies (subsets of one log). Only users with
+    training rows appear.
     """
-    known_users = np.unique(train.user_vocab[np.unique(train.user_codes)])
-    bought = holdout.weight >= purchase_weight
-    users = holdout.user_vocab[holdout.user_codes[bought]]
-    items = holdout.item_vocab[holdout.item_codes[bought]]
-    known = np.isin(users, known_users)
-    pairs = np.unique(np.char.add(np.char.add(users[known], "\x1f"), items[known]))
-    train_bought = train.weight >= purchase_weight
-    before = np.char.add(np.char.add(train.user_vocab[train.user_codes[train_bought]], "\x1f"),
-                         train.item_vocab[train.item_codes[train_bought]])
+    n_items = np.int64(len(train.item_vocab))
+    known = np.zeros(len(train.user_vocab), dtype=bool)
+    known[train.user_codes] = True
+    had = holdout.seen & known[holdout.user_codes]
+    pairs = np.unique(holdout.user_codes[had].astype(np.int64) * n_items
+                      + holdout.item_codes[had])
+    before = (train.user_codes[train.seen].astype(np.int64) * n_items
+              + train.item_codes[train.seen])
     pairs = pairs[~np.isin(pairs, before)]
-    truth: dict[str, list[str]] = {}
-    for pair in pairs.tolist():
-        user, item = pair.split("\x1f")
-        truth.setdefault(user, []).append(item)
-    return {user: np.array(sorted(items)) for user, items in truth.items()}
+    users, items = np.divmod(pairs, n_items)
+    bounds = np.flatnonzero(np.diff(users)) + 1
+    truth = {}
+    for user_items in np.split(np.arange(pairs.size), bounds):
+        if user_items.size:
+            user = str(train.user_vocab[users[user_items[0]]])
+            truth[user] = np.sort(train.item_vocab[items[user_items]])
+    return truth
 
 
-def ranking_metrics(model: Any, truth: dict[str, np.ndarray], as_of: float,
-                    k: int = 10) -> dict[str, float]:
-    """Return mean precision@k, recall@k, NDCG@k over ``truth``'s users, and catalogue coverage.
+def scoring_model(model_class: str, params: dict[str, Any], seed: int) -> Any:
+    """Return an unfitted servable with ``params`` for measuring, not serving.
 
-    Coverage is the share of the items upcoming at ``as_of`` that appear in at
-    least one user's list.
+    Where the class has them, it skips the fit-time ranking and the taste
+    clusters: neither changes a known user's list (the ranking is exact, the
+    gate checks it), and a measuring fit is asked only for its evaluation users.
+    """
+    from service.servable import servable_class
+
+    estimator = servable_class(model_class)(**params, random_state=seed)
+    cheaper = {"n_clusters": 1, "n_ranked": 0}
+    return estimator.set_params(**{name: value for name, value in cheaper.items()
+                                   if name in estimator.get_params()})
+
+
+def per_user_metrics(model: Any, truth: dict[str, np.ndarray], as_of: float,
+                     k: int = K) -> dict[str, np.ndarray]:
+    """Return each user's precision@k, recall@k and NDCG@k (users sorted), and items shown.
+
+    ``"shown"`` is a bool mask over ``model.item_ids_``: the items in at least
+    one user's list.
     """
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    precision = recall = ndcg = 0.0
-    shown = np.zeros(model.item_ids_.shape[0], dtype=bool)
     users = sorted(truth)
-    for user, rec in zip(users, model.recommend_batch(users, k, as_of)):
+    precision, recall, ndcg = (np.zeros(len(users)) for _ in range(3))
+    shown = np.zeros(model.item_ids_.shape[0], dtype=bool)
+    for i, (user, rec) in enumerate(zip(users, model.recommend_batch(users, k, as_of))):
         relevant = truth[user]
         hits = np.isin(rec.item_ids, relevant)
         shown[rec.items] = True
         n_hits = float(hits.sum())
-        precision += n_hits / k
-        recall += n_hits / relevant.size
-        ideal = float(discounts[:min(relevant.size, k)].sum())
-        ndcg += float(discounts[:hits.size][hits].sum()) / ideal
-    count = max(len(users), 1)
+        precision[i] = n_hits / k
+        recall[i] = n_hits / relevant.size
+        ndcg[i] = discounts[:hits.size][hits].sum() / discounts[:min(relevant.size, k)].sum()
+    return {f"precision@{k}": precision, f"recall@{k}": recall, f"ndcg@{k}": ndcg,
+            "shown": shown}
+
+
+def summarise(model: Any, per_user: dict[str, np.ndarray], as_of: float) -> dict[str, float]:
+    """Return the mean of each per-user metric, catalogue coverage and the number of users.
+
+    Coverage is the share of the items upcoming at ``as_of`` shown to at
+    least one user.
+    """
+    scores = {key: values for key, values in per_user.items() if key != "shown"}
+    users = min(values.size for values in scores.values())
     upcoming = int((model.item_starts_at_ > as_of).sum())
-    return {f"precision@{k}": precision / count, f"recall@{k}": recall / count,
-            f"ndcg@{k}": float(ndcg / count),
-            "coverage": float(shown.sum()) / upcoming if upcoming else 0.0,
-            "users": float(len(users))}
+    return {**{key: float(values.mean()) if users else 0.0 for key, values in scores.items()},
+            "coverage": float(per_user["shown"].sum()) / upcoming if upcoming else 0.0,
+            "users": float(users)}
 
 
-def baseline_metrics(train: Interactions, truth: dict[str, np.ndarray], as_of: float,
-                     items=None, k: int = 10, **params: Any) -> dict[str, float]:
-    """Fit the popularity baseline on ``train`` and return its metrics on the same holdout."""
-    from service.recommender import PopularityRecommender
+def ranking_metrics(model: Any, truth: dict[str, np.ndarray], as_of: float,
+                    k: int = K) -> dict[str, float]:
+    """Return mean precision@k, recall@k, NDCG@k over ``truth``'s users, coverage and users."""
+    return summarise(model, per_user_metrics(model, truth, as_of, k), as_of)
 
-    baseline = PopularityRecommender(**params).fit(train, items=items)
-    return ranking_metrics(baseline, truth, as_of, k)
+
+def sample_users(truth: dict[str, np.ndarray], count: int,
+                 seed: int = 0) -> dict[str, np.ndarray]:
+    """Return ``truth`` restricted to about ``count`` of its users, drawn deterministically."""
+    users = np.array(sorted(truth))
+    if users.size > count:
+        users = np.sort(np.random.default_rng(seed).choice(users, size=count, replace=False))
+    return {str(user): truth[str(user)] for user in users}
 
 
 def golden_users(truth: dict[str, np.ndarray], count: int = 50,
                  seed: int = 0) -> list[dict[str, Any]]:
-    """Pick about ``count`` holdout purchasers, deterministically, as the gate's golden users."""
-    users = np.array(sorted(truth))
-    if users.size > count:
-        users = np.sort(np.random.default_rng(seed).choice(users, size=count, replace=False))
-    return [{"user_id": str(user), "holdout_items": [str(i) for i in truth[str(user)]]}
-            for user in users]
-
-
-def is_finite_metrics(metrics: dict[str, float]) -> bool:
-    """Return True when every metric in ``METRIC_KEYS`` is present and finite."""
-    return all(key in metrics and math.isfinite(metrics[key]) for key in METRIC_KEYS)
+    """Pick about ``count`` held-out users, deterministically, as the gate's golden users."""
+    return [{"user_id": user, "holdout_items": [str(i) for i in items]}
+            for user, items in sample_users(truth, count, seed).items()]

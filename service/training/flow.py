@@ -6,6 +6,7 @@ docs/training.md.
 """
 
 from metaflow import FlowSpec, Parameter, schedule, step
+from metaflow.exception import MetaflowException
 
 from service.config import load as load_settings
 from service.servable import DEFAULT_SERVABLE, SERVABLES
@@ -14,18 +15,31 @@ from service.servable import DEFAULT_SERVABLE, SERVABLES
 SETTINGS = load_settings()
 
 
+class BadTrainingData(MetaflowException):
+    """A training file is malformed: Metaflow prints the one-line cause, no traceback."""
+
+    headline = "Bad training data"
+
+
 @schedule(daily=True)
 class LineupTrainFlow(FlowSpec):
     """Train, tune and evaluate the event recommender; store what the serving gate reads.
 
     1) start: load and validate the interactions and items CSVs, or generate
        the deterministic sample world when no file is given
-    2) split: temporal holdout, the last ``holdout_days`` before ``as_of``
-    3) train: fit one EventRecommender per grid point (foreach over
-       ``n_components``) and score it on the holdout
-    4) join: pick the grid point with the best holdout NDCG@10
-    5) evaluate: score the popularity baseline on the same holdout, then refit
-       the chosen parameters on all the data as the served ``model``
+    2) split: hold out enough evaluation users (a time window grown until it
+       has ``min_eval_users``, else each user's last ``holdout_last``), carve
+       the validation split from the training rows by the same rule, and set
+       the search space
+    3) train: foreach task, a coordinate descent over the search space from
+       the defaults (each task takes the axes in its own order), fitting and
+       scoring on the validation split within ``search_seconds``, one BLAS
+       thread per task (service/training/search.py)
+    4) join: pick the point with the best validation NDCG@10
+    5) evaluate: fit the chosen point and the popularity baseline on the
+       training rows, score both on the holdout's users with bootstrap
+       intervals, then refit the chosen point on all the data as the served
+       ``model``
     6) end: print a summary
 
     Only ``start`` reads files, so every later step runs anywhere
@@ -34,18 +48,28 @@ class LineupTrainFlow(FlowSpec):
 
     interactions = Parameter(
         "interactions", default=SETTINGS["TRAINING_INTERACTIONS"],
-        help="Interactions CSV (user_id,item_id,timestamp[,weight]), a local path or an "
-             "s3:// URL (default: LINEUP_TRAINING_INTERACTIONS); empty generates the sample world")
+        help="Interactions CSV (user_id,item_id,timestamp[,weight][,interaction]), a local "
+             "path or an s3:// URL (default: LINEUP_TRAINING_INTERACTIONS); empty generates "
+             "the sample world")
     items = Parameter(
         "items", default=SETTINGS["TRAINING_ITEMS"],
         help="Optional items CSV (item_id,title,category,starts_at,city,performer,venue), "
              "a local path or an s3:// URL; empty means every item is always available")
+    columns = Parameter(
+        "columns", default="auto",
+        help="How the files' columns map to Lineup's: 'auto' reads common names (userId, "
+             "movieId, rating, ...), or file=lineup pairs, e.g. 'uid=user_id,mid=item_id'")
+    seen_kinds = Parameter(
+        "seen_kinds", default="purchase,rating",
+        help="Interaction kinds that make an item seen (never recommended again); "
+             "without an interaction column every row is seen")
     # The artifact ``as_of`` is the float epoch of the data's "now" (the gate's
     # contract), so the date parameter lives under another attribute name.
     world_date = Parameter(
         "as_of", default="",
         help="The sample world's date, YYYY-MM-DD (empty: today UTC); ignored with --interactions")
-    seed = Parameter("seed", default=0, type=int, help="Seed of the sample world and the model")
+    seed = Parameter("seed", default=0, type=int,
+                     help="Seed of the sample world, the search order, the model and the bootstrap")
     sample_users = Parameter("sample_users", default=20_000, type=int,
                              help="Users in the sample world")
     sample_events = Parameter("sample_events", default=5_000, type=int,
@@ -53,34 +77,66 @@ class LineupTrainFlow(FlowSpec):
     sample_interactions = Parameter("sample_interactions", default=500_000, type=int,
                                     help="Interactions in the sample world's history")
     holdout_days = Parameter("holdout_days", default=7.0, type=float,
-                             help="Days at the end of the data held out for evaluation")
+                             help="First size of the held-out time window, in days (it doubles "
+                                  "until it has min_eval_users)")
     model_kind = Parameter(
         "model", default=DEFAULT_SERVABLE,
         help=f"The servable to train, by its registered name ({', '.join(SERVABLES)})")
-    grid = Parameter("grid", default="16,32,64",
-                     help="Comma-separated n_components to try (keep it to 3-4 points)")
+    min_eval_users = Parameter("min_eval_users", default=500, type=int,
+                               help="Evaluation users the holdout (and validation) should have")
+    holdout_last = Parameter("holdout_last", default=5, type=int,
+                             help="k of the per-user fallback: each user's last k seen rows")
+    max_holdout_share = Parameter("max_holdout_share", default=0.25, type=float,
+                                  help="Largest share of the rows a time window may hold out")
+    grid = Parameter("grid", default="16,32,64,128",
+                     help="Comma-separated n_components (SVD rank) to search")
+    half_lives = Parameter("half_lives", default="auto",
+                           help="Half-lives in days to search ('inf': no decay); 'auto': those "
+                                "of 7,14,30,90,365,1461 shorter than the data, and inf")
+    user_half_lives = Parameter("user_half_lives", default="inf,3,10,30",
+                                help="Half-lives counted in each user's later interactions to "
+                                     "search ('inf': off)")
+    popularity_weights = Parameter("popularity_weights", default="0,0.1,0.3,1",
+                                   help="Popularity prior weights to search")
+    weightings = Parameter("weightings", default="raw,log,binary",
+                           help="Interaction weightings to search: raw strength, log, binary")
+    search_users = Parameter("search_users", default=5000, type=int,
+                             help="Validation users the search scores each point on (a seeded "
+                                  "sample when there are more); the holdout scores all of its")
+    search_tasks = Parameter("search_tasks", default=2, type=int,
+                             help="Parallel search tasks (foreach), each with one BLAS thread")
+    search_seconds = Parameter("search_seconds", default=10.0, type=float,
+                               help="Time budget of each search task, in seconds")
 
     @step
     def start(self):
         """Load and validate the data (or generate the sample world) and fingerprint it."""
         import datetime as dt
         import hashlib
+        import logging
+
         import numpy as np
 
         from service import contract
         from service.contract import iso_timestamp
         from service.servable import servable_class
-        from service.training import data, sample_data
+        from service.training import csv_files, data, sample_data
 
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
         if self.interactions:
-            with data.local_copies(self.interactions, self.items) as (interactions, items):
-                self.log = data.load_interactions(interactions)
-                self.catalogue = data.load_items(items) if items else None
-                digest = hashlib.sha256()
-                for path in filter(None, (interactions, items)):
-                    with open(path, "rb") as handle:
-                        for block in iter(lambda: handle.read(1 << 20), b""):
-                            digest.update(block)
+            try:
+                with csv_files.local_copies(self.interactions, self.items) as (interactions, items):
+                    columns = csv_files.parse_columns(self.columns)
+                    kinds = tuple(kind for kind in self.seen_kinds.split(",") if kind.strip())
+                    self.log = data.load_interactions(interactions, columns, kinds)
+                    self.catalogue = data.load_items(items, columns) if items else None
+                    digest = hashlib.sha256()
+                    for path in filter(None, (interactions, items)):
+                        with open(path, "rb") as handle:
+                            for block in iter(lambda: handle.read(1 << 20), b""):
+                                digest.update(block)
+            except csv_files.DataError as error:
+                raise BadTrainingData(str(error)) from None
             source = ",".join(filter(None, (self.interactions, self.items)))
             # "Now" is just after the last interaction of a real data set.
             self.as_of = float(self.log.timestamp.max()) + 1.0
@@ -91,14 +147,14 @@ class LineupTrainFlow(FlowSpec):
                 day, self.seed, self.sample_users, self.sample_events, self.sample_interactions)
             digest = hashlib.sha256()
             for array in (self.log.user_codes, self.log.item_codes, self.log.timestamp,
-                          self.log.weight):
+                          self.log.weight, self.log.seen):
                 digest.update(np.ascontiguousarray(array).tobytes())
             source = (f"sample world as of {day.isoformat()}, seed {self.seed}, "
                       f"{self.sample_users} users, {self.sample_events} events")
             self.as_of = float((day - dt.date(1970, 1, 1)).days * 86_400)
-        self.holdout_start = self.as_of - self.holdout_days * 86_400.0
         self.data_fingerprint = {
             "interactions": len(self.log),
+            "seen": int(self.log.seen.sum()),
             "users": int(np.unique(self.log.user_codes).size),
             "items": int(np.unique(self.log.item_codes).size),
             "first_timestamp": iso_timestamp(float(self.log.timestamp.min())),
@@ -114,79 +170,125 @@ class LineupTrainFlow(FlowSpec):
 
     @step
     def split(self):
-        """Hold out the last holdout_days; the truth is each user's new purchases in it."""
-        from service.training import evaluation
+        """Hold out enough evaluation users, carve the validation split, score the defaults."""
+        from service.servable import servable_class
+        from service.training import evaluation, protocol, search
 
-        self.train_log, holdout = evaluation.split_by_time(self.log, self.holdout_start)
-        if len(self.train_log) == 0 or len(holdout) == 0:
-            raise ValueError(f"the {self.holdout_days}-day holdout leaves {len(self.train_log)} "
-                             f"training and {len(holdout)} holdout interactions; need both")
-        self.truth = evaluation.holdout_truth(self.train_log, holdout)
-        if not self.truth:
-            raise ValueError("no known user purchased anything new in the holdout; "
-                             "cannot evaluate")
+        test = protocol.choose(self.log, self.as_of, holdout_days=self.holdout_days,
+                               min_users=self.min_eval_users, k=self.holdout_last,
+                               max_share=self.max_holdout_share)
+        if not test.truth:
+            raise ValueError(f"no known user saw anything new in the holdout "
+                             f"({test.description}); cannot evaluate")
+        validation = protocol.nested(test, min_users=self.min_eval_users, k=self.holdout_last,
+                                     max_share=self.max_holdout_share)
+        if not validation.truth:
+            raise ValueError(f"no known user saw anything new in the validation split "
+                             f"({validation.description}); cannot tune")
+        self.train_log, self.truth, self.holdout_start = test.train, test.truth, test.as_of
+        self.validation_log, self.validation_as_of = validation.train, validation.as_of
+        self.validation_truth = evaluation.sample_users(validation.truth, self.search_users,
+                                                        self.seed)
+        self.evaluation_protocol = dict(test.description, validation=dict(
+            validation.description, scored_users=len(self.validation_truth)))
         self.golden_users = evaluation.golden_users(self.truth, 50, self.seed)
-        self.grid_points = [{"n_components": int(k)} for k in str(self.grid).split(",")
-                            if k.strip()]
-        print(f"{len(self.train_log)} training rows, {len(holdout)} holdout rows, "
-              f"{len(self.truth)} holdout users")
+        span_days = (float(validation.train.timestamp.max())
+                     - float(validation.train.timestamp.min())) / 86_400.0
+        space = {
+            "half_life_days": search.half_lives(self.half_lives, span_days),
+            "user_half_life": search.parse_list(self.user_half_lives),
+            "popularity_weight": search.parse_list(self.popularity_weights),
+            "n_components": search.parse_list(self.grid, int),
+            "weighting": search.parse_list(self.weightings, str)}
+        # The axes this servable has; each foreach task walks them from its
+        # defaults, in its own order.
+        defaults = servable_class(self.model_class)().get_params()
+        self.search_space = {axis: values for axis, values in space.items() if axis in defaults}
+        self.search_start = search.timed(
+            self._score, {axis: defaults[axis] for axis in self.search_space})
+        self.grid_points = search.orders(self.search_space, self.search_tasks)
+        print(f"protocol {self.evaluation_protocol}")
+        print(f"search {self.search_space} from {self.search_start} in "
+              f"{len(self.grid_points)} tasks of {self.search_seconds:g} s")
         self.next(self.train, foreach="grid_points")
 
     @step
     def train(self):
-        """Fit one grid point on the training rows and score it on the holdout."""
-        from service.servable import servable_class
-        from service.training import evaluation
+        """Search the space from the defaults (axes in this task's order) within the budget."""
+        from service.contract import PRIMARY_METRIC
+        from service.training import search
 
-        estimator = servable_class(self.model_class)()
-        # A grid point sets what this servable has (each class declares its own).
-        self.params = {name: value for name, value in dict(self.input, random_state=self.seed)
-                       .items() if name in estimator.get_params()}
-        model = estimator.set_params(**self.params).fit(self.train_log, items=self.catalogue)
-        self.metrics = evaluation.ranking_metrics(model, self.truth, self.holdout_start)
-        print(f"{self.params}: {self.metrics}")
+        self.results = search.run(self.search_space, self.search_start, self.input,
+                                  self._score, self.search_seconds, PRIMARY_METRIC)
+        for result in self.results:
+            print(result)
         self.next(self.join)
 
     @step
     def join(self, inputs):
-        """Pick the grid point with the best holdout NDCG@10 (ties: fewer components)."""
-        from service.contract import METRIC_KEYS
+        """Pick the point with the best validation NDCG@10 (ties: fewer components)."""
+        from service.contract import PRIMARY_METRIC
 
-        self.search_results = [dict(i.params, **i.metrics) for i in inputs]
-        best = max(inputs, key=lambda i: (i.metrics["ndcg@10"], -i.params.get("n_components", 0)))
-        self.best_params = dict(best.params)
-        self.holdout_metrics = {key: best.metrics[key] for key in METRIC_KEYS}
+        axes = list(inputs[0].search_space)
+        scored = [inputs[0].search_start] + [result for i in inputs for result in i.results]
+        unique = {tuple(result[axis] for axis in axes): result for result in scored}
+        self.search_results = list(unique.values())
+        best = max(self.search_results,
+                   key=lambda r: (r[PRIMARY_METRIC], -r.get("n_components", 0)))
+        self.best_params = {axis: best[axis] for axis in axes}
+        print(f"searched {len(self.search_results)} points; best {self.best_params}: "
+              f"validation NDCG@10 {best[PRIMARY_METRIC]:.4f}")
         # Everything else came unchanged from split: carry it forward.
-        self.merge_artifacts(inputs, exclude=["params", "metrics"])
+        self.merge_artifacts(inputs, exclude=["results"])
         self.next(self.evaluate)
 
     @step
     def evaluate(self):
-        """Score the popularity baseline on the holdout; refit the best params on all data.
+        """Score the chosen point and popularity on the holdout's users; refit on all data.
 
-        The holdout metrics are those of the chosen parameters fitted before the
-        holdout; the served model is refitted on everything, holdout included,
-        so it knows the newest events and users.
+        Both are fitted on the training rows (the validation rows included, the
+        holdout not), so ``holdout_metrics`` measure a choice the holdout never
+        saw. The served model is refitted on everything, so it knows the newest
+        items and users; ``self.truth`` and ``golden_users`` are still here.
         """
-        from service.contract import METRIC_KEYS
+        from service.recommender import PopularityRecommender
         from service.servable import servable_class
+        from service.training import bootstrap, evaluation
+
+        model = evaluation.scoring_model(self.model_class, self.best_params, self.seed).fit(
+            self.train_log, items=self.catalogue)
+        baseline = PopularityRecommender().fit(self.train_log, items=self.catalogue)
+        model_users = evaluation.per_user_metrics(model, self.truth, self.holdout_start)
+        base_users = evaluation.per_user_metrics(baseline, self.truth, self.holdout_start)
+        self.holdout_metrics = evaluation.summarise(model, model_users, self.holdout_start)
+        self.baseline_metrics = evaluation.summarise(baseline, base_users, self.holdout_start)
+        paired = [{key: users[key] for key in evaluation.INTERVAL_METRICS}
+                  for users in (model_users, base_users)]
+        self.holdout_intervals = bootstrap.mean_intervals(paired[0], seed=self.seed)
+        self.baseline_difference = bootstrap.paired_difference(*paired, seed=self.seed)
+        self.model = servable_class(self.model_class)(
+            **self.best_params, random_state=self.seed).fit(self.log, items=self.catalogue)
+        # The big inputs are not needed downstream; keep the datastore small.
+        self.train_log = self.validation_log = self.truth = self.validation_truth = None
+        self.next(self.end)
+
+    def _score(self, point):
+        """Fit ``point`` on the validation split's training rows; return its validation metrics."""
         from service.training import evaluation
 
-        baseline = evaluation.baseline_metrics(
-            self.train_log, self.truth, self.holdout_start, items=self.catalogue)
-        self.baseline_metrics = {key: baseline[key] for key in METRIC_KEYS}
-        self.model = servable_class(self.model_class)(**self.best_params).fit(
-            self.log, items=self.catalogue)
-        # The big inputs are not needed downstream; keep the datastore small.
-        self.train_log = self.truth = None
-        self.next(self.end)
+        model = evaluation.scoring_model(self.model_class, point, self.seed).fit(
+            self.validation_log, items=self.catalogue)
+        return evaluation.ranking_metrics(model, self.validation_truth, self.validation_as_of)
 
     @step
     def end(self):
         """Print the chosen parameters and the model's and baseline's holdout NDCG@10."""
         model, base = self.holdout_metrics["ndcg@10"], self.baseline_metrics["ndcg@10"]
-        print(f"best {self.best_params}: NDCG@10 {model:.4f} vs popularity {base:.4f} "
-              f"({model / base if base else float('inf'):.2f}x)")
+        low, high = self.holdout_intervals["ndcg@10"]
+        diff = self.baseline_difference["ndcg@10"]
+        print(f"best {self.best_params}: holdout NDCG@10 {model:.4f} [{low:.4f}, {high:.4f}] "
+              f"vs popularity {base:.4f}; difference {diff['mean']:+.4f} "
+              f"[{diff['low']:+.4f}, {diff['high']:+.4f}] on {self.evaluation_protocol}")
 
 
 if __name__ == "__main__":

@@ -248,7 +248,8 @@ def generate(as_of: dt.date | str | None = None, seed: int = 0, users: int = DEF
                           world["starts_at"].astype(np.float64), CITIES[world["city"]],
                           performer=performers, venue=venues)
     log = Interactions(user[order].astype(np.int32), user_ids, item[order].astype(np.int32),
-                       item_ids, timestamp[order], weight[order].astype(np.float32))
+                       item_ids, timestamp[order], weight[order].astype(np.float32),
+                       weight[order] >= PURCHASE_WEIGHT)
     return log, catalogue
 
 
@@ -266,12 +267,13 @@ def write_sample(directory: str | Path, as_of: dt.date | str | None = None, seed
     log, catalogue = generate(as_of, seed, users, events, interactions)
     interactions_path = directory / "interactions.csv"
     items_path = directory / "items.csv"
-    weight = np.where(log.weight >= PURCHASE_WEIGHT, "5.0", "1.0")
+    weight = np.where(log.seen, "5.0", "1.0")
+    kind = np.where(log.seen, "purchase", "view")
     lines = map(",".join, zip(log.user_vocab[log.user_codes].tolist(),
                               log.item_vocab[log.item_codes].tolist(),
-                              _iso(log.timestamp).tolist(), weight.tolist()))
+                              _iso(log.timestamp).tolist(), weight.tolist(), kind.tolist()))
     with open(interactions_path, "w", newline="") as handle:
-        handle.write("user_id,item_id,timestamp,weight\n")
+        handle.write("user_id,item_id,timestamp,weight,interaction\n")
         handle.write("\n".join(lines))
         handle.write("\n")
     with open(items_path, "w", newline="") as handle:

@@ -1,0 +1,111 @@
+"""The hyperparameter search: which points, in which order, inside a time budget.
+
+The space has five axes: the SVD rank (``n_components``), the recency
+half-life in days (``inf``: no decay), the half-life counted in each user's
+own later interactions (``user_half_life``, ``inf``: off), the popularity
+prior's weight and the interaction weighting (raw strength, binary, log).
+A full grid is hundreds of fits, so each ``foreach`` task runs a coordinate
+descent from the estimator's defaults: every value of one axis with the
+others fixed at the best so far, then the next axis, in passes until a pass
+changes nothing or the task's time budget is spent. The tasks take the axes
+in different (rotated) orders, so they walk different paths. BLAS is held to
+one thread per task so that tasks running side by side do not fight over
+the cores.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from threadpoolctl import threadpool_limits
+
+logger = logging.getLogger(__name__)
+
+#: Half-lives (days) tried when they are shorter than the training span; ``inf`` always.
+HALF_LIVES = (7.0, 14.0, 30.0, 90.0, 365.0, 1461.0)
+
+
+def parse_list(text: str, kind: type = float) -> list:
+    """Parse a comma-separated list ("16,32,64", "7,14,inf", "raw,log")."""
+    return [kind(part.strip()) for part in str(text).split(",") if part.strip()]
+
+
+def half_lives(text: str, span_days: float) -> list[float]:
+    """Return the half-lives to try: the listed ones, or "auto": those of HALF_LIVES < span, inf.
+
+    "auto" adapts to the data's rhythm: days for an events log of weeks,
+    years for a ratings file of decades.
+    """
+    if str(text).strip().lower() != "auto":
+        return parse_list(text)
+    return [days for days in HALF_LIVES if days < span_days] + [math.inf]
+
+
+def orders(space: dict[str, Sequence[Any]], tasks: int) -> list[list[str]]:
+    """Return one axis order per task: the space's order rotated by the task's index.
+
+    Each task runs its own coordinate descent from the defaults; starting on a
+    different axis, the tasks explore different paths through the space.
+    """
+    axes = list(space)
+    return [axes[i % len(axes):] + axes[:i % len(axes)] for i in range(max(1, int(tasks)))]
+
+
+def run(space: dict[str, Sequence[Any]], start: dict[str, Any], order: Sequence[str],
+        score: Callable[[dict[str, Any]], dict[str, Any]], budget_seconds: float,
+        metric: str) -> list[dict[str, Any]]:
+    """Coordinate descent from ``start``: try each value of each axis in ``order``, keep the best.
+
+    ``start`` is a scored point (``{**params, **metrics}``, see :func:`timed`),
+    so parallel tasks do not all score it again. Passes repeat until one
+    changes nothing or the budget is spent. The first point is always scored
+    and the budget runs from its end (a process's first fit pays for imports
+    and warm-up, several seconds under load); after that a point is started
+    only when the previous one's duration still fits. Returns the newly
+    scored points, each ``{**point, **score(point), "seconds": s}``.
+    """
+    axes = list(space)
+    results: dict[tuple, dict[str, Any]] = {tuple(sorted((a, start[a]) for a in axes)): start}
+    began = None
+    last = 0.0
+
+    def scored(point: dict[str, Any]) -> dict[str, Any] | None:
+        nonlocal began, last
+        key = tuple(sorted(point.items()))
+        if key not in results:
+            if began is not None and time.monotonic() - began + last > budget_seconds:
+                return None
+            results[key] = timed(score, point)
+            last = 0.0 if began is None else results[key]["seconds"]
+            began = time.monotonic() if began is None else began
+            logger.info("%s", results[key])
+        return results[key]
+
+    with threadpool_limits(limits=1):
+        best = start
+        moved = True
+        while moved:
+            moved = False
+            for axis in order:
+                for value in space[axis]:
+                    result = scored(dict({a: best[a] for a in axes}, **{axis: value}))
+                    if result is None:
+                        logger.info("time budget %.0f s spent after %d points",
+                                    budget_seconds, len(results))
+                        return list(results.values())[1:]
+                    if result[metric] > best[metric]:
+                        best, moved = result, True
+    return list(results.values())[1:]
+
+
+def timed(score: Callable[[dict[str, Any]], dict[str, Any]],
+          point: dict[str, Any]) -> dict[str, Any]:
+    """Return ``{**point, **score(point), "seconds": how long it took}``, with one BLAS thread."""
+    with threadpool_limits(limits=1):
+        tick = time.monotonic()
+        metrics = score(point)
+    return {**point, **metrics, "seconds": round(time.monotonic() - tick, 3)}

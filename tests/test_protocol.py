@@ -1,0 +1,112 @@
+"""The evaluation protocol, the bootstrap and the search, on small hand-made data."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from service.training import bootstrap, protocol, search
+from service.training.data import Interactions
+
+DAY = 86_400.0
+
+
+def _log(rows):
+    """Build Interactions from (user, item, day, seen) rows."""
+    users, items, days, seen = zip(*rows)
+    return Interactions.from_arrays(users, items, np.array(days) * DAY, seen=seen)
+
+
+def test_last_k_holds_out_each_users_last_seen_rows_and_what_follows():
+    log = _log([("a", "i1", 1, True), ("a", "i2", 2, True), ("a", "i3", 3, False),
+                ("a", "i4", 4, True), ("a", "i5", 5, False),
+                ("b", "i1", 1, True), ("b", "i2", 2, True),  # only 2 seen: not held out
+                ("c", "i2", 1, True), ("c", "i3", 2, True), ("c", "i2", 3, True)])  # repeat
+    split = protocol.last_k(log, 2)
+    assert sorted(zip(split.train.user_id.tolist(), split.train.item_id.tolist())) == [
+        ("a", "i1"), ("b", "i1"), ("b", "i2"), ("c", "i2")]
+    # a's held-out view i3 comes after its second-last seen row, so it is held out but not
+    # truth; c saw i2 before, so only i3 is new.
+    assert {user: items.tolist() for user, items in split.truth.items()} == {
+        "a": ["i2", "i4"], "c": ["i3"]}
+    assert split.as_of == -math.inf and split.description == {"kind": "last_k", "k": 2}
+
+
+def test_time_window_grows_until_it_has_enough_users():
+    rows = [(f"u{n}", "old", 0, True) for n in range(10)]
+    rows += [(f"u{n}", f"new{n}", 30 - 3 * n, True) for n in range(10)]  # one user every 3 days
+    log = _log(rows)
+    split = protocol.choose(log, 31 * DAY, holdout_days=2, min_users=4, k=1, max_share=0.5)
+    assert split.description["kind"] == "time_window"
+    assert split.description["days"] == 16 and split.description["users"] == 6
+    assert split.as_of == 15 * DAY and len(split.truth) == 6
+
+
+def test_choose_falls_back_to_last_k_when_no_window_has_enough_users():
+    rows = [(f"u{n}", f"i{j}", 3 * n + j, True) for n in range(6) for j in range(3)]
+    split = protocol.choose(_log(rows), 20 * DAY, holdout_days=1, min_users=5, k=1,
+                            max_share=0.2)
+    assert split.description["kind"] == "last_k" and split.description["users"] == 6
+    validation = protocol.nested(split, min_users=5, k=1, max_share=0.2)
+    assert validation.description["kind"] == "last_k" and len(validation.truth) == 6
+    assert len(validation.train) == len(split.train) - 6
+
+
+def test_bootstrap_intervals_hold_the_mean_and_pairing_narrows_them():
+    rng = np.random.default_rng(0)
+    difficulty = rng.random(2000)
+    model, baseline = difficulty + 0.02, difficulty + rng.normal(0, 0.01, 2000)
+    low, high = bootstrap.mean_intervals({"m": model}, seed=1)["m"]
+    assert low < model.mean() < high and high - low > 0.02
+    diff = bootstrap.paired_difference({"m": model}, {"m": baseline}, seed=1)["m"]
+    assert diff["low"] < diff["mean"] < diff["high"]
+    assert 0 < diff["low"] and diff["high"] - diff["low"] < 0.002
+    assert bootstrap.mean_intervals({"m": model}, seed=1) == bootstrap.mean_intervals(
+        {"m": model}, seed=1)
+
+
+SPACE = {"a": [0, 1, 2, 3], "b": ["x", "y"], "c": [1.0, math.inf]}
+
+
+def _score(point):
+    """A score with its optimum at a=2, b=y, c=inf, reachable one axis at a time."""
+    return {"ndcg@10": -abs(point["a"] - 2) + (point["b"] == "y") + (point["c"] == math.inf)}
+
+
+def test_coordinate_descent_finds_the_optimum_and_scores_no_point_twice():
+    start = search.timed(_score, {"a": 0, "b": "x", "c": 1.0})
+    found = search.run(SPACE, start, ["a", "b", "c"], _score, 60.0, "ndcg@10")
+    best = max(found, key=lambda r: r["ndcg@10"])
+    assert (best["a"], best["b"], best["c"]) == (2, "y", math.inf)
+    keys = [(r["a"], r["b"], r["c"]) for r in found]
+    assert len(keys) == len(set(keys)) and (0, "x", 1.0) not in keys
+
+
+def test_the_budget_stops_the_search_after_the_first_point():
+    start = search.timed(_score, {"a": 0, "b": "x", "c": 1.0})
+    assert len(search.run(SPACE, start, ["a", "b", "c"], _score, 0.0, "ndcg@10")) == 1
+
+
+def test_search_axes_and_half_lives():
+    assert search.orders(SPACE, 2) == [["a", "b", "c"], ["b", "c", "a"]]
+    assert search.half_lives("auto", 40.0) == [7.0, 14.0, 30.0, math.inf]
+    assert search.half_lives("3, inf", 40.0) == [3.0, math.inf]
+    assert search.parse_list("16,32", int) == [16, 32]
+
+
+@pytest.mark.parametrize("kind", ["time10", "last5"])
+def test_the_audit_split_agrees_with_the_protocol(small_world, kind):
+    from service.training import audit
+
+    log, _ = small_world
+    if kind == "last5":
+        ours = protocol.last_k(log, 5)
+        train, truth = audit.split_log(log, "last5")
+    else:
+        start = float(np.quantile(log.timestamp, 0.9))
+        ours = protocol.time_window(log, start)
+        train, truth = audit.split_log(log, "time10", start=start)
+    assert len(ours.train) == int(train.sum())
+    assert {user: set(items.tolist()) for user, items in ours.truth.items()} == truth
