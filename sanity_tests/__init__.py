@@ -4,7 +4,8 @@ In the spirit of scikit-learn's ``check_estimator``: each check is a small
 ``check_<what>(model, context)`` that raises :class:`CheckFailure` with an
 actionable message, and :func:`run_checks` runs them into a :class:`Report`.
 ``RUN_CHECKS`` need only the run's stored artifacts (call with ``model=None``);
-``MODEL_CHECKS`` inspect the loaded model.
+``MODEL_CHECKS`` inspect the loaded model, measure it on the run's probes and
+compare it with the model serving now.
 """
 
 from sanity_tests.behaviour import (
@@ -15,7 +16,8 @@ from sanity_tests.behaviour import (
     check_lists_differ,
     check_ranking_matches_scoring,
 )
-from sanity_tests.context import CheckFailure, RunContext, Thresholds
+from sanity_tests.comparison import check_list_changes, check_no_regression
+from sanity_tests.context import CheckFailure, Measure, RunContext, Thresholds
 from sanity_tests.integrity import (
     check_array_shapes,
     check_finite_arrays,
@@ -31,7 +33,11 @@ from sanity_tests.quality import (
     check_beats_baseline,
     check_metrics_present,
     check_ndcg_floor,
-    check_no_regression,
+)
+from sanity_tests.measured import (
+    check_measured_quality,
+    check_probes_known,
+    check_probes_present,
 )
 from sanity_tests.runner import (
     MODEL_CHECKS,
@@ -40,6 +46,7 @@ from sanity_tests.runner import (
     Report,
     check_name,
     checks_fingerprint,
+    flat_measures,
     run_checks,
 )
 
@@ -49,6 +56,7 @@ __all__ = [
     "RUN_CHECKS",
     "CheckFailure",
     "CheckResult",
+    "Measure",
     "Report",
     "RunContext",
     "Thresholds",
@@ -61,7 +69,9 @@ __all__ = [
     "check_golden_users_lists",
     "check_latency",
     "check_library_versions",
+    "check_list_changes",
     "check_lists_differ",
+    "check_measured_quality",
     "check_metrics_present",
     "check_name",
     "check_ndcg_floor",
@@ -69,9 +79,12 @@ __all__ = [
     "check_new_events_scored",
     "check_no_load_warnings",
     "check_no_regression",
+    "check_probes_known",
+    "check_probes_present",
     "check_ranking_matches_scoring",
     "check_run_schema_version",
     "check_schema_version",
     "checks_fingerprint",
+    "flat_measures",
     "run_checks",
 ]

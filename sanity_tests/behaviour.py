@@ -12,6 +12,7 @@ import numpy as np
 
 from sanity_tests.context import CheckFailure, RunContext
 from service.contract import iso_timestamp
+from service.training.probes import id_index, lookup
 
 #: A user id no run can know; it must be served the cold-start list.
 COLD_PROBE = "__lineup_cold_probe__"
@@ -46,16 +47,18 @@ def list_problems(model: Any, rec: Any, context: RunContext) -> dict[str, str]:
     duplicates = sorted({i for i in item_ids if item_ids.count(i) > 1})
     if duplicates:
         problems["duplicate items"] = ", ".join(duplicates[:3])
-    index = {str(item): position for position, item in enumerate(model.item_ids_)}
-    unknown = [i for i in item_ids if i not in index]
+    # A search in an index made once per model, not a dict of the catalogue per user.
+    index = lookup(context.remember("item_index", model, lambda: id_index(model.item_ids_)),
+                   item_ids)
+    unknown = [i for i, at in zip(item_ids, index) if at < 0]
     if unknown:
         problems["unknown items"] = ", ".join(unknown[:3])
     starts = model.item_starts_at_
-    past = [i for i in item_ids if i in index and not starts[index[i]] > context.as_of]
+    past = [i for i, at in zip(item_ids, index) if at >= 0 and not starts[at] > context.as_of]
     if past:
         problems["events that are not upcoming"] = ", ".join(past[:3])
     if len(items) == len(item_ids) and not unknown and np.issubdtype(items.dtype, np.integer):
-        if [index[i] for i in item_ids] != [int(i) for i in items]:
+        if index.tolist() != [int(i) for i in items]:
             problems["items indices disagree with item_ids"] = "items != index of item_ids"
     if not np.isfinite(scores).all():
         problems["non-finite scores"] = str(int((~np.isfinite(scores)).sum()))
@@ -123,7 +126,7 @@ def check_deterministic(model: Any, context: RunContext) -> None:
 
 
 def check_ranking_matches_scoring(model: Any, context: RunContext) -> None:
-    """Require each golden user's list read from the fit-time ranking to be the scored one.
+    """Require each golden and probe user's list from the fit-time ranking to be the scored one.
 
     Both lists are the user's top n, so their scores agree; items may differ
     only where scores tie at the cut.
@@ -147,10 +150,13 @@ def check_ranking_matches_scoring(model: Any, context: RunContext) -> None:
                     ", ".join(sorted(ranked_ids - scored_ids)[:3])}
         return {}
 
-    user_ids = golden_user_ids(context)
+    # The probe users too: the gate measures the factors on them, so their
+    # ranking, which requests read, must follow the factors as well.
+    probed = [str(user) for user in (context.probes or {}).get("users", ())]
+    user_ids = list(dict.fromkeys(golden_user_ids(context) + probed))
     per_user = _each_user(model, context, user_ids, judge)
     if per_user:
-        raise CheckFailure(_summarise(per_user, len(user_ids), "golden users")
+        raise CheckFailure(_summarise(per_user, len(user_ids), "golden and probe users")
                            + "; the fit-time ranking disagrees with the model's factors")
 
 

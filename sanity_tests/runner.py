@@ -11,28 +11,31 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from sanity_tests import behaviour, integrity, latency, metadata, quality
-from sanity_tests.context import CheckFailure, RunContext, Thresholds
+from sanity_tests import behaviour, comparison, integrity, latency, measured, metadata, quality
+from sanity_tests.context import CheckFailure, Measure, RunContext, Thresholds
 from service.servable import schema_versions
+from service.training import probes
 
 log = logging.getLogger(__name__)
 
-Check = Callable[[Any, RunContext], None]
+#: A check returns nothing, or the measures it judged by; it raises CheckFailure to fail.
+Check = Callable[[Any, RunContext], "Sequence[Measure] | None"]
 
 
 @dataclass(frozen=True)
 class CheckResult:
-    """The outcome of one check: its name, verdict, message and duration."""
+    """The outcome of one check: its name, verdict, message, duration and measures."""
 
     name: str
     passed: bool
     message: str
     seconds: float
+    measures: tuple[Measure, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,35 @@ class Report:
         lines.append(f"{total - len(self.failed)} of {total} checks passed")
         return "\n".join(lines)
 
+    def format_measures(self) -> str:
+        """Return claimed against measured, one row per measure, with each check's decision."""
+        rows = [("check", "measure", "claimed", "measured", "95% interval", "decision", "rule")]
+        for r in self.results:
+            for m in r.measures:
+                interval = ("-" if m.low is None or m.high is None
+                            else f"[{m.low:.4f}, {m.high:.4f}]")
+                rows.append((r.name, m.name, _number(m.claimed), _number(m.measured), interval,
+                             "PASS" if r.passed else "FAIL", m.rule))
+        if len(rows) == 1:
+            return "no measures"
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths))
+                         .rstrip() for row in rows)
+
+
+def flat_measures(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Return every check's measures from a report's JSON results, each with its check's decision.
+
+    For listings (``/admin/runs``): one row per measure, ``check`` and
+    ``passed`` beside the measure's own fields.
+    """
+    return [{"check": result["name"], "passed": result["passed"], **measure}
+            for result in results for measure in result.get("measures", ())]
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
 
 def check_name(check: Check) -> str:
     """Return the name a check is reported under (its function name)."""
@@ -86,16 +118,18 @@ def run_checks(checks: Sequence[Check], model: Any, context: RunContext, *,
     for check in checks:
         name = check_name(check)
         start = time.perf_counter()
+        measures: tuple[Measure, ...] = ()
         try:
-            check(model, context)
+            measures = tuple(check(model, context) or ())
         except CheckFailure as exc:
             passed, message = False, str(exc) or "failed without a message"
+            measures = exc.measures
         except Exception as exc:  # a check bug must reject the candidate, not crash the gate
             log.warning("check %s raised on run %s", name, context.run_id, exc_info=True)
             passed, message = False, f"raised {type(exc).__name__}: {exc}"
         else:
             passed, message = True, ""
-        results.append(CheckResult(name, passed, message, time.perf_counter() - start))
+        results.append(CheckResult(name, passed, message, time.perf_counter() - start, measures))
         if stop_on_failure and not passed:
             break
     return Report(tuple(results))
@@ -106,7 +140,7 @@ RUN_CHECKS: tuple[Check, ...] = (
     quality.check_metrics_present,
     quality.check_ndcg_floor,
     quality.check_beats_baseline,
-    quality.check_no_regression,
+    measured.check_probes_present,
     integrity.check_library_versions,
     integrity.check_run_schema_version,
 )
@@ -125,6 +159,10 @@ MODEL_CHECKS: tuple[Check, ...] = (
     behaviour.check_lists_differ,
     metadata.check_new_events_scored,
     metadata.check_new_events_recommended,
+    measured.check_probes_known,
+    measured.check_measured_quality,
+    comparison.check_no_regression,
+    comparison.check_list_changes,
     latency.check_latency,
 )
 
@@ -142,6 +180,8 @@ def checks_fingerprint(thresholds: Thresholds) -> str:
     for module in sorted(package.rglob("*.py")):
         digest.update(str(module.relative_to(package)).encode() + b"\0")
         digest.update(module.read_bytes() + b"\0")
+    # The probe measure the checks recompute lives with the flow that stores its claim.
+    digest.update(Path(probes.__file__).read_bytes() + b"\0")
     digest.update(json.dumps(schema_versions(), sort_keys=True).encode() + b"\0")
     digest.update(json.dumps(asdict(thresholds), sort_keys=True).encode())
     return digest.hexdigest()

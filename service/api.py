@@ -15,7 +15,7 @@ from service.config import MAX_RECOMMENDATIONS
 from service.errors import ApiError
 from service.filters import FILTER_PARAMETERS, FilterError, ItemFilter, parse_filter
 from service.manager import ModelManager
-from service.metrics import recommendations_counted
+from service.metrics import count_recommendation
 
 bp = Blueprint("api", __name__)
 
@@ -102,7 +102,7 @@ def recommendations() -> Response:
     else:
         chosen = catalogue_view.recommend(served.model, view, user_id, n, time.time(),
                                           taste=taste, item_filter=item_filter)
-    recommendations_counted(chosen.strategy).inc()
+    count_recommendation(chosen.strategy)
     # Each item's fields were encoded once, when the model was loaded; a
     # request only adds the scores. They are finite (the sanity gate checks
     # it), so a float's repr is its JSON.

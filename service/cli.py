@@ -17,10 +17,13 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service import config
-from service.runs import RunNotFound, StoreUnavailable
+from service.runs import RunNotFound, RunRecord, RunSource, StoreUnavailable
+
+if TYPE_CHECKING:
+    from service.gate import Evaluation
 
 logger = logging.getLogger(__name__)
 
@@ -193,8 +196,24 @@ def _fmt(value: float | None) -> str | None:
     return None if value is None else f"{value:.4f}"
 
 
+def _serving_model(settings: Mapping[str, Any], source: Any) -> Any:
+    """Return the decided serving run's model as a ServedModel, or None when none is decided."""
+    from service.backends import decision_store
+    from service.loader import load_from_run
+    from service.slot import ServedModel
+
+    serving = decision_store(settings).read().serving
+    if serving is None:
+        return None
+    record = source.get(serving.run_id)
+    _progress(f"comparing with the serving run {record.run_id}")
+    model, _ = load_from_run(source, record)
+    return ServedModel(model=model, run_id=record.run_id, pathspec=record.pathspec,
+                       loaded_at=time.time(), finished_at=record.finished_at)
+
+
 def cmd_check(settings: Mapping[str, Any], args: argparse.Namespace) -> int:
-    """Run the sanity suite on one run and print its report."""
+    """Run the sanity suite on one run; print each check's decision and claimed vs measured."""
     from service.backends import run_source
     from service.gate import evaluate
 
@@ -203,10 +222,35 @@ def cmd_check(settings: Mapping[str, Any], args: argparse.Namespace) -> int:
     if not record.successful:
         raise CommandError(f"run {record.run_id} is {record.state}; only successful runs "
                            "can be checked")
+    serving = _serving_model(settings, source)
     _progress(f"checking run {record.pathspec}")
-    evaluation = evaluate(source, record, settings)
-    _emit(args, evaluation.verdict.to_dict(), evaluation.report.format())
+    evaluation = evaluate(source, record, settings, serving)
+    if args.html:
+        _write_check_page(args.html, source, record, evaluation)
+    report = evaluation.report
+    text = (f"{report.format()}\n\nclaimed against measured "
+            f"(serving run: {serving.run_id if serving else 'none'})\n{report.format_measures()}")
+    _emit(args, evaluation.verdict.to_dict(), text)
     return 0 if evaluation.verdict.passed else 1
+
+
+def _write_check_page(path: str, source: RunSource, record: RunRecord,
+                      evaluation: Evaluation) -> None:
+    """Write the verdict as a self-contained HTML page (service/check_report.py)."""
+    from service import check_report
+
+    try:
+        claimed = source.summary(record)
+    except Exception as exc:  # the page still shows the checks; the gate judged the read
+        logger.warning("run %s: cannot read its summary for the page: %s", record.run_id, exc)
+        claimed = {}
+    page = check_report.render(record.pathspec, evaluation.verdict.to_dict(),
+                               evaluation.report.to_dict(), claimed)
+    try:
+        Path(path).write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise CommandError(f"cannot write {path}: {exc}") from exc
+    _progress(f"wrote {path}")
 
 
 def cmd_pin(settings: Mapping[str, Any], args: argparse.Namespace) -> int:
@@ -252,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     runs.set_defaults(func=cmd_runs)
     check = sub.add_parser("check", help="run the sanity suite on one run")
     check.add_argument("run", help="run id or pathspec")
+    check.add_argument("--html", metavar="FILE",
+                       help="also write the report as a self-contained HTML page")
     check.set_defaults(func=cmd_check)
     pin = sub.add_parser("pin", help="serve exactly this run until unpinned")
     pin.add_argument("run", help="run id")

@@ -96,6 +96,13 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "NDCG_FLOOR": _float(env, "LINEUP_NDCG_FLOOR", 0.02),
         "REGRESSION_TOLERANCE": _float(env, "LINEUP_REGRESSION_TOLERANCE", 0.2),
         "LATENCY_BUDGET_MS": _float(env, "LINEUP_LATENCY_BUDGET_MS", 50.0),
+        # The gate's measure of the loaded model (sanity_tests/measured.py and
+        # comparison.py): how far below its claim, above popularity, and how
+        # far from the serving model's lists it may be.
+        "CLAIM_TOLERANCE": _float(env, "LINEUP_CLAIM_TOLERANCE", 0.1),
+        "BASELINE_MARGIN": _float(env, "LINEUP_BASELINE_MARGIN", 0.0),
+        "MIN_OVERLAP": _float(env, "LINEUP_MIN_OVERLAP", 0.2),
+        "MAX_COLD_START_RISE": _float(env, "LINEUP_MAX_COLD_START_RISE", 0.1),
         "STALE_AFTER_HOURS": _float(env, "LINEUP_STALE_AFTER_HOURS", 36.0),
         "DEFAULT_N": _int(env, "LINEUP_DEFAULT_N", 10),
         # The live items catalogue (a path or an s3:// URL) read between retrains,

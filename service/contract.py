@@ -30,6 +30,10 @@ BASELINE_DIFFERENCE_ARTIFACT = "baseline_difference"
 #: How the flow evaluated: ``{"kind": ..., "users": N, ...}`` (docs/training.md).
 EVALUATION_PROTOCOL_ARTIFACT = "evaluation_protocol"
 
+#: What the gate recomputes on the loaded model (service/training/probes.py):
+#: ``{"users", "items", "model", "popularity", ...}``, read only by the gate.
+PROBES_ARTIFACT = "gate_probes"
+
 #: Every point of the hyperparameter search: ``[{**params, **metrics}, ...]``.
 SEARCH_RESULTS_ARTIFACT = "search_results"
 

@@ -26,6 +26,11 @@ from sanity_tests import (
     checks_fingerprint,
     run_checks,
 )
+from service.contract import (
+    BASELINE_DIFFERENCE_ARTIFACT,
+    INTERVALS_ARTIFACT,
+    PROBES_ARTIFACT,
+)
 from service.loader import LoadError, load_from_run
 from service.records import Verdict
 from service.runs import RunRecord, RunSource
@@ -64,9 +69,44 @@ def _verdict(record: RunRecord, report: Report, fingerprint: str, seconds: float
     )
 
 
+def _probes(source: RunSource, record: RunRecord) -> Mapping[str, Any] | None:
+    """Read the run's probes apart from the summary (operators' listings never need them)."""
+    try:
+        return source.artifact(record, PROBES_ARTIFACT)
+    except KeyError:
+        return None  # check_probes_present says so
+
+
+def build_context(record: RunRecord, summary: Mapping[str, Any],
+                  probes: Mapping[str, Any] | None, thresholds: Thresholds,
+                  serving: ServedModel | None) -> RunContext:
+    """Return what the checks know about the run; the serving model when it is another run's."""
+    return RunContext(
+        run_id=record.run_id,
+        pathspec=record.pathspec,
+        holdout_metrics=summary["holdout_metrics"],
+        baseline_metrics=summary["baseline_metrics"],
+        library_versions=summary["library_versions"],
+        golden_users=summary["golden_users"] or (),
+        schema_version=summary["schema_version"],
+        model_class=summary["model_class"],
+        as_of=time.time(),
+        thresholds=thresholds,
+        holdout_intervals=summary.get(INTERVALS_ARTIFACT),
+        baseline_difference=summary.get(BASELINE_DIFFERENCE_ARTIFACT),
+        probes=probes,
+        serving_model=(serving.model
+                       if serving is not None and serving.run_id != record.run_id else None),
+    )
+
+
 def evaluate(source: RunSource, record: RunRecord, settings: Mapping[str, Any],
              serving: ServedModel | None = None) -> Evaluation:
-    """Run the cheap checks, then load the model and run the full checks."""
+    """Run the cheap checks, then load the model and run the full checks.
+
+    The full checks measure the loaded model on the run's probes and compare
+    it with ``serving``, the model serving now, on the same users.
+    """
     started = time.perf_counter()
     thresholds = Thresholds.from_settings(settings)
     fingerprint = checks_fingerprint(thresholds)
@@ -79,22 +119,10 @@ def evaluate(source: RunSource, record: RunRecord, settings: Mapping[str, Any],
     step = time.perf_counter()
     try:
         summary = source.summary(record)
+        probes = _probes(source, record)
     except Exception as exc:
         return rejected(_failure("read_run", exc, step))
-    context = RunContext(
-        run_id=record.run_id,
-        pathspec=record.pathspec,
-        holdout_metrics=summary["holdout_metrics"],
-        baseline_metrics=summary["baseline_metrics"],
-        library_versions=summary["library_versions"],
-        golden_users=summary["golden_users"] or (),
-        schema_version=summary["schema_version"],
-        model_class=summary["model_class"],
-        as_of=time.time(),
-        thresholds=thresholds,
-        serving_metrics=(serving.holdout_metrics
-                         if serving is not None and serving.run_id != record.run_id else None),
-    )
+    context = build_context(record, summary, probes, thresholds, serving)
     cheap = run_checks(RUN_CHECKS, None, context)
     if not cheap.passed:
         return rejected(*cheap.results)

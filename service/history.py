@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sanity_tests import flat_measures
 from service.decisions import DecisionStore
 from service.runs import RunSource
 
@@ -36,6 +37,7 @@ def run_history(source: RunSource, store: DecisionStore, *,
         else:
             entry["verdict"] = "passed" if verdict.passed else "rejected"
         if verdict is not None:
-            entry.update(failed_checks=verdict.failed_checks, reason=verdict.reason)
+            entry.update(failed_checks=verdict.failed_checks, reason=verdict.reason,
+                         measures=flat_measures(verdict.checks))
         history.append(entry)
     return history

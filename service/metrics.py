@@ -27,8 +27,9 @@ from prometheus_client import (
 
 REQUESTS = Counter("lineup_http_requests_total", "HTTP requests answered",
                    ["endpoint", "method", "status"])
-LATENCY = Histogram("lineup_http_request_duration_seconds", "Time to answer a request",
-                    ["endpoint"],
+LATENCY = Histogram("lineup_http_request_duration_seconds",
+                    "Time to answer a request; strategy is empty except for recommendations",
+                    ["endpoint", "strategy"],
                     buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10))
 RECOMMENDATIONS = Counter("lineup_recommendations_total", "Recommendation lists served",
                           ["strategy"])
@@ -51,6 +52,12 @@ def recommendations_counted(strategy: str) -> Any:
     return RECOMMENDATIONS.labels(strategy)
 
 
+def count_recommendation(strategy: str) -> None:
+    """Count one list served, and label this request's latency with its strategy."""
+    recommendations_counted(strategy).inc()
+    g.lineup_strategy = strategy
+
+
 def _registry() -> CollectorRegistry:
     # prometheus_client picks its value class at import, from PROMETHEUS_MULTIPROC_DIR.
     if values.ValueClass is values.MutexValue:
@@ -67,17 +74,18 @@ def init_app(app: Flask) -> None:
     def start_timer() -> None:
         g.lineup_started = time.perf_counter()
 
-    # Labelled children, looked up once per (endpoint, method, status), not per request.
-    children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+    # Labelled children, looked up once per (endpoint, method, status, strategy), not per request.
+    children: dict[tuple[str, str, int, str], tuple[Any, Any]] = {}
 
     @app.after_request
     def count(response: Response) -> Response:
         rule = request.url_rule
-        key = (rule.rule if rule else "unmatched", request.method, response.status_code)
+        key = (rule.rule if rule else "unmatched", request.method, response.status_code,
+               g.get("lineup_strategy", ""))
         child = children.get(key)
         if child is None:
             child = children[key] = (REQUESTS.labels(key[0], key[1], str(key[2])),
-                                     LATENCY.labels(key[0]))
+                                     LATENCY.labels(key[0], key[3]))
         child[0].inc()
         started = g.get("lineup_started")
         if started is not None:

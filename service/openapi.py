@@ -269,6 +269,20 @@ def _schemas() -> dict[str, Any]:
                             "enum": ["serving", "passed", "rejected", "not evaluated"]},
                 "failed_checks": STRINGS,
                 "reason": STRING,
+                "measures": {"type": "array", "items": _ref("Measure")},
+            },
+        },
+        "Measure": {
+            "description": "A number a check judged by: claimed by the run against measured "
+                           "by the gate, the 95% interval, the rule and the check's decision.",
+            "type": "object",
+            "required": ["check", "passed", "name", "measured", "low", "high", "claimed",
+                         "rule"],
+            "properties": {
+                "check": STRING, "passed": {"type": "boolean"}, "name": STRING,
+                "measured": {"type": ["number", "null"]}, "low": {"type": ["number", "null"]},
+                "high": {"type": ["number", "null"]}, "claimed": {"type": ["number", "null"]},
+                "rule": STRING,
             },
         },
         "Runs": {

@@ -7,14 +7,24 @@ import os
 import random
 import signal
 import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from service.config import metaflow_environment
 from service.training import runner
 from service.training.runner import TrainingFailed, train
 from service.training.sample_data import write_sample
+
+REPO = Path(__file__).resolve().parent.parent
+DAMAGE_FLOW = Path(__file__).with_name("damage_flow.py")
 
 #: Small enough for a run in seconds, large enough for the model to beat popularity.
 WORLD = {"users": 1500, "events": 300, "interactions": 40_000}
@@ -41,6 +51,29 @@ def damage(interactions: Path, out: Path, seed: int = 0) -> Path:
     return out
 
 
+#: One grid point: the fewest flow tasks, for tests that train many runs.
+ONE_GRID_POINT = ("--grid", "16", "--half_lives", "14", "--user_half_lives", "inf",
+                  "--popularity_weights", "0.1", "--weightings", "log", *SHORT_SEARCH)
+
+
+def recent_runs(settings: Mapping[str, Any], count: int) -> list[str]:
+    """Train ``count`` good runs on small sample worlds of different seeds and recent dates.
+
+    Run i has seed i and is as of i days ago, so each has upcoming events
+    now; returns the run ids, oldest date first. Two train at a time: a
+    small run's time is mostly its tasks starting up.
+    """
+    today = datetime.now(UTC).date()
+
+    def one(i: int) -> str:
+        pathspec = train(settings, as_of=(today - timedelta(days=i)).isoformat(), seed=i,
+                         sample_size=WORLD, extra_args=ONE_GRID_POINT)
+        return pathspec.rsplit("/", 1)[-1]
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(one, reversed(range(count))))
+
+
 def good_run(settings: Mapping[str, Any], data: tuple[Path, Path]) -> str:
     """Train on good data; return the run id."""
     return train(settings, interactions=str(data[0]), items=str(data[1]),
@@ -52,6 +85,87 @@ def damaged_run(settings: Mapping[str, Any], data: tuple[Path, Path], workdir: P
     broken = damage(data[0], workdir / "damaged.csv")
     return train(settings, interactions=str(broken), items=str(data[1]),
                  extra_args=SHORT_SEARCH).rsplit("/", 1)[-1]
+
+
+def _rerank(model: Any) -> Any:
+    """Rebuild the fit-time ranking from the (damaged) factors, so the two agree."""
+    model._rank_users()
+    return model
+
+
+def _permute_users(model: Any, share: float) -> Any:
+    rng = np.random.default_rng(0)
+    chosen = np.sort(rng.choice(model.user_ids_.size, int(model.user_ids_.size * share),
+                                replace=False))
+    factors = np.array(model.user_factors_)
+    factors[chosen] = factors[np.roll(chosen, 1)]  # a cycle: every chosen user moves
+    model.user_factors_ = factors
+    return _rerank(model)
+
+
+def _permute_items(model: Any) -> Any:
+    model.item_factors_ = np.array(model.item_factors_)[
+        np.random.default_rng(0).permutation(model.item_ids_.size)]
+    return _rerank(model)
+
+
+def _cut_catalogue(model: Any) -> Any:
+    """Keep every tenth item, every item array and the seen matrix cut alike."""
+    from scipy import sparse
+
+    keep = np.arange(0, model.item_ids_.size, 10)
+    seen = sparse.csr_matrix(
+        (np.ones(model.seen_indices_.size), model.seen_indices_, model.seen_indptr_),
+        shape=(model.user_ids_.size, model.item_ids_.size))[:, keep].tocsr()
+    for name in ("item_ids_", "item_titles_", "item_categories_", "item_starts_at_",
+                 "item_popularity_", "item_factors_", "item_bias_"):
+        setattr(model, name, np.array(getattr(model, name))[keep])
+    model.cluster_item_scores_ = np.array(model.cluster_item_scores_)[:, keep]
+    model.seen_indptr_ = seen.indptr.astype(np.int64)
+    model.seen_indices_ = seen.indices.astype(np.int32)
+    model.n_items_ = keep.size
+    return _rerank(model)
+
+
+#: How a model can be damaged after evaluation; each must be rejected by the gate.
+DAMAGES = ("users", "half_users", "items", "other_data", "cut_catalogue", "popularity")
+
+
+def damage_model(model: Any, kind: str, *, log: Any, catalogue: Any, donor: Any) -> Any:
+    """Return ``model`` damaged as ``kind`` (one of DAMAGES) says."""
+    from service.recommender import PopularityRecommender
+
+    if kind == "users":
+        return _permute_users(model, 1.0)
+    if kind == "half_users":
+        return _permute_users(model, 0.5)
+    if kind == "items":
+        return _permute_items(model)
+    if kind == "other_data":
+        return donor
+    if kind == "cut_catalogue":
+        return _cut_catalogue(model)
+    if kind == "popularity":
+        return PopularityRecommender().fit(log, items=catalogue)
+    raise ValueError(f"unknown damage {kind!r}; one of {', '.join(DAMAGES)}")
+
+
+def model_damaged_run(settings: Mapping[str, Any], good: str, kind: str,
+                      donor: str = "") -> str:
+    """Store good run ``good``'s artifacts with its model damaged as a new run; return its id."""
+    flow = settings["FLOW_NAME"]
+    with tempfile.TemporaryDirectory() as scratch:
+        run_id_file = Path(scratch) / "run-id"
+        argv = [sys.executable, str(DAMAGE_FLOW), "--no-pylint", "run",
+                "--source_run", f"{flow}/{good}", "--damage", kind,
+                "--donor_run", f"{flow}/{donor}" if donor else "",
+                "--run-id-file", str(run_id_file)]
+        env = {**os.environ, **metaflow_environment(settings), "PYTHONPATH": str(REPO),
+               "LINEUP_FLOW_NAME": flow}
+        done = subprocess.run(argv, cwd=settings["DATASTORE_ROOT"], env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        assert done.returncode == 0, done.stdout[-3000:]
+        return run_id_file.read_text().strip()
 
 
 def failed_run(settings: Mapping[str, Any], workdir: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from service import config
-from tests import flows
+from tests import browser, flows
 from tests.conftest import ADMIN_TOKEN
 from tests.server import Server
 
@@ -93,9 +93,11 @@ def test_status_runs_and_check_for_people_and_scripts(ops):
     rejected = next(run["run_id"] for run in runs if run["verdict"] == "rejected")
     check = lineup(server, "check", rejected)
     assert check.returncode == 1 and "FAIL  check_beats_baseline" in check.stdout
+    # The serving run judged again, compared with itself as serving: no comparison rows.
     passed = lineup(server, "check", f"LineupTrainFlow/{serving(server)}")
     assert passed.returncode == 0, passed.stdout + passed.stderr
     assert "checks passed" in passed.stdout and "FAIL" not in passed.stdout
+    assert f"claimed against measured (serving run: {serving(server)})" in passed.stdout
 
 
 def _samples(text: str, name: str, **labels: str) -> float:
@@ -130,6 +132,62 @@ def test_metrics_count_requests_across_both_workers(ops):
     assert "lineup_model_age_seconds" in after
     assert "lineup_selection_duration_seconds_count" in after
     assert Path(server.env["LINEUP_HOME"], "metrics").is_dir()
+
+
+#: The Grafana dashboard in the repository (docs/dashboards.md).
+DASHBOARD = Path(__file__).resolve().parents[1] / "deploy" / "grafana" / "lineup.json"
+
+
+def _series(text: str) -> dict[str, list[str]]:
+    """Map each sample name in a /metrics page to its samples' label strings."""
+    series: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, rest = line.partition("{")
+            name = name.split(" ")[0]
+            series.setdefault(name, []).append(rest.rsplit("}", 1)[0] if rest else "")
+    return series
+
+
+def test_every_metric_and_label_the_dashboard_queries_is_in_metrics(ops):
+    # After the tests above: a rejected retrain, selections, checks and requests.
+    server, _, _, _ = ops
+    assert server.get("/recommendations", params={"user_id": "u-000001"}).status_code == 200
+    exposed = _series(server.get("/metrics").text)
+    exprs = [target["expr"] for panel in json.loads(DASHBOARD.read_text())["panels"]
+             for target in panel.get("targets", [])]
+    assert len(exprs) >= 10
+    for expr in exprs:
+        names = set(re.findall(r"\b(lineup_[a-z_]+)\b", expr))
+        assert names, f"no Lineup metric in {expr}"
+        grouped = {label.strip() for by in re.findall(r"by \(([^)]*)\)", expr)
+                   for label in by.split(",")} - {"le", ""}
+        selected = dict(re.findall(r'(\w+)=~?"([^"]*)"', expr))
+        for name in names:
+            assert name in exposed, f"{name} (queried by {expr}) is not in /metrics"
+            for label in grouped | set(selected):
+                assert any(f'{label}="' in sample for sample in exposed[name]), (
+                    f"no {name} sample has the label {label} that {expr} uses")
+            for label, pattern in selected.items():
+                assert any(re.search(f'{label}="({pattern})"', sample)
+                           for sample in exposed[name]), f"{name}: nothing matches {label}"
+
+
+def test_check_writes_a_self_contained_html_report_that_draws_in_chromium(ops, tmp_path):
+    server, _, _, _ = ops
+    runs = json.loads(lineup(server, "--json", "runs").stdout)
+    rejected = next(run["run_id"] for run in runs if run["verdict"] == "rejected")
+    page = tmp_path / "report.html"
+    check = lineup(server, "check", rejected, "--html", str(page))
+    assert check.returncode == 1 and "FAIL  check_beats_baseline" in check.stdout
+    text = page.read_text()
+    assert "REJECTED" in text and "check_beats_baseline" in text
+    assert not re.search(r"\b(src|href)=|@import|url\(|<script", text), "not self-contained"
+    load = browser.open_page(page, "document.querySelectorAll('svg.chart rect').length",
+                             tmp_path / "report.png")
+    assert load.errors == [] and load.failed_loads == []
+    assert [url for url in load.requests if not url.startswith("file:")] == []
+    assert load.ready >= 2 and load.screenshot.stat().st_size > 20_000
 
 
 def test_pin_and_unpin_from_the_command_line_and_across_a_restart(ops):

@@ -33,13 +33,17 @@ HOLDOUT = {"precision@10": 0.08, "recall@10": 0.3, "ndcg@10": 0.2, "coverage": 0
 BASELINE = {"precision@10": 0.04, "recall@10": 0.15, "ndcg@10": 0.1, "coverage": 0.05}
 VERSIONS = {"python": platform.python_version(), "numpy": np.__version__,
             "scikit-learn": sklearn.__version__}
+#: Well-formed probes for the run checks (the model checks build real ones).
+PROBES = {"users": [f"u{i}" for i in range(25)], "items": [["e1"]] * 25, "model": [0.5] * 25,
+          "popularity": [0.2] * 25}
 
 
 def make_context(**changes) -> RunContext:
     """Build a healthy run context (no golden users), with ``changes`` applied."""
     context = RunContext(run_id="42", pathspec="LineupTrainFlow/42", holdout_metrics=HOLDOUT,
                          baseline_metrics=BASELINE, library_versions=VERSIONS, golden_users=(),
-                         schema_version=EventRecommender.SCHEMA_VERSION, as_of=0.0)
+                         schema_version=EventRecommender.SCHEMA_VERSION, as_of=0.0,
+                         probes=PROBES)
     return replace(context, **changes)
 
 
@@ -69,7 +73,7 @@ def test_thresholds_from_settings_defaults_match_config():
 # --- run checks (metrics only, model is None) ---------------------------------------------
 
 def test_healthy_run_passes_every_run_check():
-    report = run_checks(RUN_CHECKS, None, make_context(serving_metrics=HOLDOUT))
+    report = run_checks(RUN_CHECKS, None, make_context())
     assert report.passed, report.format()
 
 
@@ -89,8 +93,13 @@ def test_healthy_run_passes_every_run_check():
      "check_ndcg_floor", "0.0150 is below the floor 0.0200"),
     ({"holdout_metrics": {**HOLDOUT, "ndcg@10": 0.1}}, "check_beats_baseline",
      "does not beat the popularity baseline 0.1000"),
-    ({"serving_metrics": {"ndcg@10": 0.3}}, "check_no_regression",
-     "0.2000 regresses from the serving model's 0.3000: below 0.2400"),
+    ({"baseline_difference": {"ndcg@10": {"mean": -0.02, "low": -0.05, "high": -0.01}}},
+     "check_beats_baseline", "the paired difference -0.0200 [-0.0500, -0.0100] lies below 0"),
+    ({"probes": None}, "check_probes_present", "stored no gate_probes"),
+    ({"probes": {**PROBES, "model": [0.5]}}, "check_probes_present",
+     "inconsistent: 25 users but 25 items, 1 model, 25 popularity"),
+    ({"probes": {k: v[:5] for k, v in PROBES.items()}}, "check_probes_present",
+     "holds 5 users, fewer than 20"),
     ({"library_versions": None}, "check_library_versions", "no library_versions"),
     ({"library_versions": {**VERSIONS, "scikit-learn": bump(sklearn.__version__, 1)}},
      "check_library_versions", f"scikit-learn trained {bump(sklearn.__version__, 1)}"),
@@ -118,9 +127,20 @@ def test_library_versions_tolerate_compatible_differences(versions):
     sanity_tests.check_library_versions(None, make_context(library_versions=versions))
 
 
-def test_no_regression_passes_within_tolerance_and_without_a_serving_model():
-    sanity_tests.check_no_regression(None, make_context(serving_metrics={"ndcg@10": 0.25}))
-    sanity_tests.check_no_regression(None, make_context(serving_metrics=None))
+def test_beats_baseline_judges_by_the_paired_interval_when_stored():
+    # Point estimates below popularity, but the interval does not say so: passes.
+    context = make_context(
+        holdout_metrics={**HOLDOUT, "ndcg@10": 0.09},
+        baseline_difference={"ndcg@10": {"mean": -0.01, "low": -0.04, "high": 0.02}})
+    measures = sanity_tests.check_beats_baseline(None, context)
+    assert (measures[0].low, measures[0].high, measures[0].claimed) == (-0.04, 0.02, -0.01)
+    strict = replace(context, thresholds=Thresholds(baseline_margin=0.03))
+    with pytest.raises(CheckFailure, match=r"\[-0.0400, \+0.0200\] lies below 0.03"):
+        sanity_tests.check_beats_baseline(None, strict)
+
+
+def test_no_regression_needs_a_serving_model():
+    assert sanity_tests.check_no_regression(None, make_context(serving_model=None)) == []
 
 
 def test_ndcg_floor_follows_thresholds():
@@ -173,8 +193,9 @@ def test_report_to_dict_is_json_and_format_is_a_table():
                      CheckResult("check_bb", False, "too slow", 0.5)))
     data = json.loads(json.dumps(report.to_dict()))
     assert data == {"passed": False, "failed": ["check_bb"], "results": [
-        {"name": "check_a", "passed": True, "message": "", "seconds": 0.0012},
-        {"name": "check_bb", "passed": False, "message": "too slow", "seconds": 0.5}]}
+        {"name": "check_a", "passed": True, "message": "", "seconds": 0.0012, "measures": []},
+        {"name": "check_bb", "passed": False, "message": "too slow", "seconds": 0.5,
+         "measures": []}]}
     lines = report.format().splitlines()
     assert lines[1].split() == ["PASS", "check_a", "1.2"]
     assert lines[2].split() == ["FAIL", "check_bb", "500.0", "too", "slow"]
@@ -222,22 +243,30 @@ AS_OF = datetime(2026, 3, 1, tzinfo=timezone.utc).timestamp()
 
 
 @pytest.fixture(scope="module")
-def fitted():
-    """Fit one small EventRecommender on the sample world as of AS_OF."""
+def world():
+    """A small sample world as of AS_OF: (interactions, catalogue)."""
     from service.training.sample_data import generate
 
-    interactions, catalogue = generate(as_of="2026-03-01", users=400, events=300,
-                                       interactions=8000)
+    return generate(as_of="2026-03-01", users=400, events=300, interactions=8000)
+
+
+@pytest.fixture(scope="module")
+def fitted(world):
+    """Fit one small EventRecommender on the world."""
+    interactions, catalogue = world
     return EventRecommender(n_components=8, n_clusters=4).fit(interactions, items=catalogue)
 
 
 @pytest.fixture(scope="module")
-def golden_context(fitted):
-    """A healthy run context with 20 golden users, as of AS_OF, 100 latency calls."""
+def golden_context(fitted, world):
+    """A healthy run context with 20 golden users and the fitted model's probes, as of AS_OF."""
+    from service.training.probes import build_probes
+
     golden = [{"user_id": str(u), "holdout_items": []} for u in fitted.user_ids_[::18][:20]]
     return make_context(golden_users=golden, as_of=AS_OF,
                         schema_version=EventRecommender.SCHEMA_VERSION,
-                        thresholds=Thresholds(latency_calls=100))
+                        thresholds=Thresholds(latency_calls=100),
+                        probes=build_probes(fitted, world[0], golden, count=100))
 
 
 @pytest.fixture
@@ -393,7 +422,7 @@ def as_impostor(model):
 @pytest.mark.parametrize("breaker, failing, words", [
     # Not a servable: it declares no arrays to check either.
     (as_impostor, {"check_fitted_estimator", "check_array_shapes", "check_finite_arrays",
-                   "check_new_events_recommended"},
+                   "check_new_events_recommended", "check_list_changes"},
      "test_sanity_checks.Impostor, not a service.recommender.EventRecommender"),
     (with_schema_version, {"check_schema_version"},
      f"model.schema_version_ is 0, expected {EventRecommender.SCHEMA_VERSION}"),
@@ -411,18 +440,22 @@ def as_impostor(model):
      "item_categories_ has shape (10,), expected (833,)"),
     # Requests read the fit-time ranking, so broken factors show when the
     # catalogue is scored; the shape check names the cause.
-    (with_wide_item_factors, {"check_array_shapes", "check_ranking_matches_scoring"},
+    (with_wide_item_factors, {"check_array_shapes", "check_ranking_matches_scoring",
+                              "check_measured_quality"},
      "item_factors_ has shape (833, 41), expected (833, 40) (factors 40 as in"),  # 8 + 32 content
-    (with_truncated("item_popularity_", 10), {"check_array_shapes", "check_cold_start"},
+    (with_truncated("item_popularity_", 10), {"check_array_shapes", "check_cold_start",
+                                              "check_measured_quality"},
      "item_popularity_ has shape (10,), expected (833,)"),
     (with_truncated("cluster_labels_", 3), {"check_array_shapes"},
      "cluster_item_scores_ has shape (4, 833), expected (3, 833)"),
-    (with_seen_out_of_range, {"check_array_shapes"}, "seen_indices_ spans"),
+    # The last user's bought items reach past the catalogue: scoring raises for them.
+    (with_seen_out_of_range, {"check_array_shapes", "check_ranking_matches_scoring"},
+     "seen_indices_ spans"),
     (with_bad_user_cluster, {"check_array_shapes"}, "user_clusters_ spans [0, 4], outside [0, 4)"),
     (with_items_out_of_start_order, {"check_array_shapes", "check_golden_users_lists"},
      "item_starts_at_ is not ascending"),
     (with_rankings_of_other_users, {"check_ranking_matches_scoring"},
-     "20 of 20 golden users got ranked scores that scoring does not give"),
+     "100 of 100 golden and probe users got ranked scores that scoring does not give"),
     (with_ranking_out_of_range, {"check_array_shapes"},
      "user_ranking_ spans [539, 833], outside [539, 833) and padding -1"),
     (with_first_repeated, {"check_golden_users_lists"},
@@ -542,3 +575,72 @@ def test_latency_reports_p50_and_p99(model, golden_context):
                                                             latency_calls=1))
     with pytest.raises(CheckFailure, match=r"p99 \d+\.\d ms over the 0\.0 ms budget \(p50"):
         sanity_tests.check_latency(model, context)
+
+
+# --- measuring the model on its probes, and against the serving model ------------------------
+
+def with_users_permuted(model):
+    model.user_factors_ = model.user_factors_[np.roll(np.arange(model.user_ids_.size), 1)]
+    model._rank_users()  # the ranking follows the damaged factors, as a refit would
+    return model
+
+
+def test_probe_measure_of_the_fitted_model_is_its_claim(fitted, golden_context):
+    measures = sanity_tests.check_measured_quality(fitted, golden_context)
+    probe, versus_claim, versus_popularity = measures
+    assert probe.measured == pytest.approx(probe.claimed, abs=1e-5)
+    assert probe.low <= probe.measured <= probe.high
+    assert versus_popularity.low > 0
+
+
+def test_probe_measure_counts_ties_and_unknown_items_against_the_model(fitted):
+    from service.training import probes
+
+    flat = copy.deepcopy(fitted)
+    flat.user_factors_ = np.zeros_like(flat.user_factors_)
+    flat.item_bias_ = np.zeros_like(flat.item_bias_)
+    users = [str(u) for u in fitted.user_ids_[:5]]
+    items = [[str(fitted.item_ids_[0])]] * 4 + [["ev-not-in-the-catalogue"]]
+    assert probes.model_ndcg(flat, users, items).tolist() == [0.0] * 5
+    assert probes.model_ndcg(fitted, users, items)[-1] == 0.0
+
+
+def test_bootstrap_interval_brackets_the_mean_and_is_deterministic():
+    from service.training.probes import bootstrap_interval
+
+    values = np.random.default_rng(1).random(300)
+    low, high = bootstrap_interval(values)
+    assert low < values.mean() < high and high - low < 0.1
+    assert bootstrap_interval(values) == (low, high)
+
+
+def test_a_model_worse_than_the_serving_one_regresses_and_changes_lists(
+        model, fitted, golden_context):
+    context = replace(golden_context, serving_model=fitted, memo={},
+                      thresholds=Thresholds(min_overlap=0.5))
+    report = run_checks([sanity_tests.check_no_regression, sanity_tests.check_list_changes],
+                        with_users_permuted(model), context)
+    assert report.failed_names == ["check_no_regression", "check_list_changes"]
+    assert "regresses from the serving model" in report.failed[0].message
+    assert "without a measured gain" in report.failed[1].message
+    names = [m.name for m in report.failed[1].measures]
+    assert {"overlap@10 with serving", "cold-start share rise",
+            "catalogue coverage@10 (candidate)"} <= set(names)
+
+
+def test_lists_may_change_with_a_measured_gain(model, fitted, golden_context):
+    context = replace(golden_context, serving_model=with_users_permuted(model), memo={},
+                      thresholds=Thresholds(min_overlap=0.5))
+    measures = sanity_tests.check_list_changes(fitted, context)
+    by_name = {m.name: m for m in measures}
+    assert by_name["overlap@10 with serving"].measured < 0.5
+    assert by_name["probe ndcg@10 candidate - serving"].low > 0
+
+
+def test_measures_reach_the_report_and_its_table(fitted, golden_context):
+    report = run_checks(RUN_CHECKS + MODEL_CHECKS, fitted, golden_context)
+    rows = sanity_tests.flat_measures(report.to_dict()["results"])
+    assert {"check", "passed", "name", "measured", "low", "high", "claimed", "rule"} <= set(rows[0])
+    table = report.format_measures().splitlines()
+    assert table[0].split()[:4] == ["check", "measure", "claimed", "measured"]
+    assert any(line.startswith("check_measured_quality") and "PASS" in line for line in table)

@@ -5,7 +5,7 @@ world) or ``... run --interactions my.csv --items items.csv``. See
 docs/training.md.
 """
 
-from metaflow import FlowSpec, Parameter, schedule, step
+from metaflow import FlowSpec, Parameter, card, schedule, step
 from metaflow.exception import MetaflowException
 
 from service.config import load as load_settings
@@ -40,7 +40,7 @@ class LineupTrainFlow(FlowSpec):
        training rows, score both on the holdout's users with bootstrap
        intervals, then refit the chosen point on all the data as the served
        ``model``
-    6) end: print a summary
+    6) end: print a summary and draw the run's card (``card view <run id>/end``)
 
     Only ``start`` reads files, so every later step runs anywhere
     (``--with kubernetes``) and ``resume`` works from any step.
@@ -254,6 +254,7 @@ class LineupTrainFlow(FlowSpec):
         from service.recommender import PopularityRecommender
         from service.servable import servable_class
         from service.training import bootstrap, evaluation
+        from service.training.probes import build_probes
 
         model = evaluation.scoring_model(self.model_class, self.best_params, self.seed).fit(
             self.train_log, items=self.catalogue)
@@ -268,6 +269,8 @@ class LineupTrainFlow(FlowSpec):
         self.baseline_difference = bootstrap.paired_difference(*paired, seed=self.seed)
         self.model = servable_class(self.model_class)(
             **self.best_params, random_state=self.seed).fit(self.log, items=self.catalogue)
+        # What the gate recomputes on the artifact it loads (service/training/probes.py).
+        self.gate_probes = build_probes(self.model, self.log, self.golden_users)
         # The big inputs are not needed downstream; keep the datastore small.
         self.train_log = self.validation_log = self.truth = self.validation_truth = None
         self.next(self.end)
@@ -280,9 +283,13 @@ class LineupTrainFlow(FlowSpec):
             self.validation_log, items=self.catalogue)
         return evaluation.ranking_metrics(model, self.validation_truth, self.validation_as_of)
 
+    @card(type="blank", id="training")
     @step
     def end(self):
-        """Print the chosen parameters and the model's and baseline's holdout NDCG@10."""
+        """Print the chosen parameters and holdout NDCG@10s; draw the run's card."""
+        from service.training import card as training_card
+
+        training_card.attach(self)
         model, base = self.holdout_metrics["ndcg@10"], self.baseline_metrics["ndcg@10"]
         low, high = self.holdout_intervals["ndcg@10"]
         diff = self.baseline_difference["ndcg@10"]
