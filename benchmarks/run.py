@@ -7,7 +7,8 @@ Phases, all on 127.0.0.1, each server in its own process group and always stoppe
 
 1. training  - two default sample runs (seeds 0 and 1) into a temporary LINEUP_HOME, timed
 2. throughput - rounds of wrk, back to back: the framework floor (hello-world Flask under
-               Lineup's gunicorn settings), Lineup's GET /recommendations?n=10, and MLflow's
+               Lineup's gunicorn settings), Lineup's GET /recommendations?n=10 (unfiltered,
+               then with a filter in every request), and MLflow's
                `mlflow models serve` (POST /invocations) on the same model, same worker count
 3. swap      - 20 pins alternating the two runs under 16 connections of a Python load
                generator that timestamps every request; p99 in the swap windows vs steady
@@ -384,7 +385,8 @@ def phase_throughput(args, settings, runs, workdir) -> dict[str, Any]:
         floor.start()
         floor.wait_until(lambda: requests.get(floor.url + "/recommendations").ok, 60, "up")
         peers = [("floor", floor, "recommendations.lua"),
-                 ("lineup", lineup, "recommendations.lua")]
+                 ("lineup", lineup, "recommendations.lua"),
+                 ("filtered", lineup, "recommendations_filtered.lua")]
         if not args.skip_mlflow:
             bin_dir = mlflow_venv()
             out["mlflow_version"] = subprocess.run(
@@ -625,6 +627,8 @@ def summarise(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         err = {name: sum(r[name]["errors"] for r in rounds) for name in rounds[0]}
         for name, label in (("floor", "floor: hello-world Flask, Lineup's gunicorn settings"),
                             ("lineup", "Lineup: GET /recommendations?n=10"),
+                            ("filtered", "Lineup, a city (category, window) filter in "
+                                         "every request"),
                             ("mlflow", f"MLflow {t.get('mlflow_version', '')} models serve: "
                                        "POST /invocations")):
             if name in rps:
@@ -639,6 +643,11 @@ def summarise(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         rows.append(("Lineup / floor (per round, median)",
                      f"{median(ratio_floor):.0%}  "
                      f"[{', '.join(f'{v:.0%}' for v in ratio_floor)}]", ">= 60%"))
+        ratio_filtered = [r["filtered"]["rps"] / r["floor"]["rps"] for r in rounds]
+        rows.append(("Lineup filtered / floor (per round, median)",
+                     f"{median(ratio_filtered):.0%}  "
+                     f"[{', '.join(f'{v:.0%}' for v in ratio_filtered)}]",
+                     "at most 5 points below Lineup / floor"))
         if "mlflow" in rps:
             ratio_ml = [r["lineup"]["rps"] / r["mlflow"]["rps"] for r in rounds]
             rows.append(("Lineup / MLflow (per round, median)",

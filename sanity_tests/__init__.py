@@ -28,6 +28,7 @@ from sanity_tests.integrity import (
     check_schema_version,
 )
 from sanity_tests.latency import check_latency
+from sanity_tests.metadata import check_new_events_recommended, check_new_events_scored
 from sanity_tests.quality import (
     check_beats_baseline,
     check_metrics_present,
@@ -74,6 +75,8 @@ __all__ = [
     "check_metrics_present",
     "check_name",
     "check_ndcg_floor",
+    "check_new_events_recommended",
+    "check_new_events_scored",
     "check_no_load_warnings",
     "check_no_regression",
     "check_probes_known",

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from sanity_tests import behaviour, comparison, integrity, latency, measured, quality
+from sanity_tests import behaviour, comparison, integrity, latency, measured, metadata, quality
 from sanity_tests.context import CheckFailure, Measure, RunContext, Thresholds
 from service.servable import schema_versions
 from service.training import probes
@@ -157,6 +157,8 @@ MODEL_CHECKS: tuple[Check, ...] = (
     behaviour.check_ranking_matches_scoring,
     behaviour.check_cold_start,
     behaviour.check_lists_differ,
+    metadata.check_new_events_scored,
+    metadata.check_new_events_recommended,
     measured.check_probes_known,
     measured.check_measured_quality,
     comparison.check_no_regression,

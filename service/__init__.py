@@ -24,6 +24,7 @@ def create_app(test_config: Mapping[str, Any] | None = None, *,
     each worker after the fork (see gunicorn.conf.py), tests drive it.
     """
     from service import admin, api, errors, metrics, openapi
+    from service.catalogue_follower import CatalogueFollower
     from service.manager import ModelManager
 
     app = Flask(__name__)
@@ -37,5 +38,7 @@ def create_app(test_config: Mapping[str, Any] | None = None, *,
     app.register_blueprint(api.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(openapi.bp)
-    app.extensions["lineup"] = ModelManager(app.config, source=source, store=store)
+    manager = ModelManager(app.config, source=source, store=store)
+    app.extensions["lineup"] = manager
+    app.extensions["lineup_catalogue"] = CatalogueFollower(app.config, manager.slot)
     return app

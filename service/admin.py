@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import time
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
@@ -57,8 +58,25 @@ def reload() -> Response:
 
 @bp.get("/status")
 def status() -> Response:
-    """Say which run serves, since when, the recent verdicts, and the fleet."""
-    return jsonify(manager().status())
+    """Say which run serves, since when, the recent verdicts, the fleet and the live catalogue."""
+    return jsonify({**manager().status(),
+                    "catalogue": current_app.extensions["lineup_catalogue"].status()})
+
+
+@bp.post("/catalogue/reload")
+def catalogue_reload() -> Response:
+    """Read the live catalogue now in every worker; say what serves and any refusal."""
+    follower = current_app.extensions["lineup_catalogue"]
+    if not follower.enabled:
+        raise ApiError(409, "catalogue_disabled",
+                       "no live catalogue: set LINEUP_CATALOGUE to a path or an s3:// URL")
+    asked = time.time()
+    status = follower.request_reload()
+    error = status["last_error"]
+    if error is not None and error["at"] >= asked:
+        raise ApiError(422, "catalogue_refused",
+                       f"the catalogue was refused and the one serving stays: {error['message']}")
+    return jsonify(status)
 
 
 @bp.post("/pin")

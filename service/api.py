@@ -10,15 +10,18 @@ from typing import Any
 import numpy as np
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from service import readiness
+from service import catalogue_view, readiness
 from service.config import MAX_RECOMMENDATIONS
 from service.errors import ApiError
+from service.filters import FILTER_PARAMETERS, FilterError, ItemFilter, parse_filter
 from service.manager import ModelManager
 from service.metrics import count_recommendation
 
 bp = Blueprint("api", __name__)
 
-PARAMETERS = ("user_id", "n", "taste")
+PARAMETERS = ("user_id", "n", "taste") + FILTER_PARAMETERS
+#: Parameters that may be given more than once (each value, or comma-separated values).
+LISTS = frozenset({"city", "category"})
 MAX_ID_LENGTH = 256
 
 
@@ -44,13 +47,14 @@ def bounded_int(raw: str, low: int, high: int) -> int | None:
     return value if low <= value <= high else None
 
 
-def _parameters() -> tuple[str, int, str | None]:
+def _parameters() -> tuple[str, int, str | None, ItemFilter | None]:
     given = dict(request.args.lists())
     unknown = sorted(given.keys() - set(PARAMETERS))
     if unknown:
         raise ApiError(400, "unknown_parameter",
                        f"unknown parameter {unknown[0]!r}; allowed: {', '.join(PARAMETERS)}")
-    repeated = [name for name in PARAMETERS if len(given.get(name, ())) > 1]
+    repeated = [name for name in PARAMETERS
+                if name not in LISTS and len(given.get(name, ())) > 1]
     if repeated:
         raise ApiError(400, "ambiguous_parameter", f"parameter {repeated[0]!r} given twice")
     args = {name: values[0] for name, values in given.items()}
@@ -66,7 +70,11 @@ def _parameters() -> tuple[str, int, str | None]:
         raise ApiError(400, "invalid_parameter",
                        f"n must be an integer from 1 to {MAX_RECOMMENDATIONS}, got {raw_n[:20]!r}")
     taste = args.get("taste", "").strip() or None
-    return user_id, n, taste
+    try:
+        item_filter = parse_filter(given)
+    except FilterError as exc:
+        raise ApiError(400, "invalid_parameter", str(exc)) from exc
+    return user_id, n, taste, item_filter
 
 
 def _dumps(value: Any) -> str:
@@ -76,22 +84,34 @@ def _dumps(value: Any) -> str:
 
 @bp.get("/recommendations")
 def recommendations() -> Response:
-    """Return the top-n upcoming events for a user, and which run's model chose them."""
-    user_id, n, taste = _parameters()
+    """Return the top-n upcoming events for a user, and which run's model chose them.
+
+    Unfiltered, with no live catalogue, the model answers alone (its fit-time
+    ranking); a filter or a live catalogue goes through the catalogue view.
+    """
+    user_id, n, taste, item_filter = _parameters()
     served = manager().slot.get()  # read once: this request finishes on this model
     if served is None:
         raise _model_unavailable()
-    chosen = served.model.recommend(user_id, n, as_of=time.time(), taste=taste)
+    view, item_json = served.view, served.item_json
+    live = current_app.extensions["lineup_catalogue"].get()
+    if live is not None and live.run_id == served.run_id:
+        view, item_json = live.view, live.item_json
+    if item_filter is None and view.plain:
+        chosen = served.model.recommend(user_id, n, as_of=time.time(), taste=taste)
+    else:
+        chosen = catalogue_view.recommend(served.model, view, user_id, n, time.time(),
+                                          taste=taste, item_filter=item_filter)
     count_recommendation(chosen.strategy)
     # Each item's fields were encoded once, when the model was loaded; a
     # request only adds the scores. They are finite (the sanity gate checks
     # it), so a float's repr is its JSON.
-    item_json = served.item_json
     items = ",".join(f"{item_json[index]}{score!r}}}"
                      for index, score in zip(chosen.items.tolist(),
                                              np.round(chosen.scores, 6).tolist(), strict=True))
+    exhausted = "true" if len(chosen.items) < n else "false"
     body = (f'{{"user_id":{_dumps(user_id)},"strategy":{_dumps(chosen.strategy)},'
-            f'"run_id":{_dumps(served.run_id)},"items":[{items}]}}\n')
+            f'"run_id":{_dumps(served.run_id)},"exhausted":{exhausted},"items":[{items}]}}\n')
     response = current_app.response_class(body, mimetype=current_app.json.mimetype)
     response.headers["X-Model-Run"] = served.run_id
     return response

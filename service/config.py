@@ -141,6 +141,13 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "MAX_COLD_START_RISE": _float(env, "LINEUP_MAX_COLD_START_RISE", 0.1),
         "STALE_AFTER_HOURS": _float(env, "LINEUP_STALE_AFTER_HOURS", 36.0),
         "DEFAULT_N": _int(env, "LINEUP_DEFAULT_N", 10),
+        # The live items catalogue (a path or an s3:// URL) read between retrains,
+        # every CATALOGUE_INTERVAL seconds; empty: the model's own items only.
+        "CATALOGUE": env.get("LINEUP_CATALOGUE", "").strip(),
+        "CATALOGUE_INTERVAL": _float(env, "LINEUP_CATALOGUE_INTERVAL", 300.0),
+        # A catalogue with fewer upcoming events on sale than (1 - this) times
+        # the serving one's is refused (a truncated export must not empty it).
+        "CATALOGUE_MAX_SHRINK": _float(env, "LINEUP_CATALOGUE_MAX_SHRINK", 0.5),
         "SERVICE_URL": _str(env, "LINEUP_SERVICE_URL", "http://127.0.0.1:8000"),
         "BIND": bind,
         "WORKERS": _int(env, "LINEUP_WORKERS", 2),

@@ -117,12 +117,13 @@ def pre_fork(server, worker):
 
 
 def post_worker_init(worker):
-    """Start the worker's model watcher (threads do not survive a fork).
+    """Start the worker's model watcher and catalogue follower (threads do not survive a fork).
 
     The worker count tells /readyz how many siblings must hold a model.
     """
     worker.wsgi.config["GUNICORN_WORKERS"] = worker.cfg.workers
     worker.wsgi.extensions["lineup"].start()
+    worker.wsgi.extensions["lineup_catalogue"].start()
     worker.log.info("worker %s watching for models", worker.pid)
 
 
@@ -131,3 +132,4 @@ def worker_exit(server, worker):
     manager = getattr(worker, "wsgi", None)
     if manager is not None:
         manager.extensions["lineup"].stop()
+        manager.extensions["lineup_catalogue"].stop()

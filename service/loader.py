@@ -21,6 +21,7 @@ from typing import Any
 import joblib
 import numpy as np
 
+from service.catalogue_view import build_view
 from service.contract import MODEL_ARTIFACT, iso_timestamp
 from service.servable import schema_problem
 from service.runs import RunRecord, RunSource
@@ -87,14 +88,19 @@ def open_shared_copy(path: Path) -> Any:
 
 def item_json(model: Any) -> tuple[str, ...]:
     """Encode each item's fields once, up to its score, so requests only add scores."""
+    return items_json(model.item_ids_, model.item_titles_, model.item_categories_,
+                      model.item_cities_, model.item_starts_at_)
+
+
+def items_json(item_ids, titles, categories, cities, starts_at) -> tuple[str, ...]:
+    """Encode items given as parallel arrays, each up to its score (``...,"score":``)."""
     return tuple(
         json.dumps({"item_id": str(item_id), "title": str(title) or None,
-                    "category": str(category) or None,
-                    "starts_at": iso_timestamp(float(starts_at))},
+                    "category": str(category) or None, "city": str(city) or None,
+                    "starts_at": iso_timestamp(float(start))},
                    separators=(",", ":"))[:-1] + ',"score":'
-        for item_id, title, category, starts_at in zip(
-            model.item_ids_, model.item_titles_, model.item_categories_,
-            model.item_starts_at_, strict=True)
+        for item_id, title, category, city, start in zip(
+            item_ids, titles, categories, cities, starts_at, strict=True)
     )
 
 
@@ -110,4 +116,5 @@ def serve(model: Any, record: RunRecord, holdout_metrics: dict[str, float] | Non
         holdout_metrics=dict(holdout_metrics or {}),
         forced=forced,
         item_json=item_json(model),
+        view=build_view(model),
     )

@@ -12,6 +12,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 
 from service.config import MAX_RECOMMENDATIONS
+from service.filters import MAX_FILTER_VALUES
 
 bp = Blueprint("openapi", __name__)
 
@@ -26,8 +27,9 @@ ERROR_RESPONSES = {
     403: ("AdminDisabled", "The admin API is off: `LINEUP_ADMIN_TOKEN` is not set."),
     404: ("NotFound", "No such route, or no such run."),
     405: ("MethodNotAllowed", "The route exists, but not for this method."),
-    409: ("Conflict", "Another selection is running, or the run is not successful."),
-    422: ("PinRefused", "The run failed its sanity checks."),
+    409: ("Conflict", "Another selection is running, the run is not successful, or no live "
+                      "catalogue is configured."),
+    422: ("Refused", "The run failed its sanity checks, or the catalogue failed its own."),
     502: ("BadGateway", "The Metaflow datastore or the decision store could not be used."),
     503: ("ModelUnavailable", "No model has passed its sanity checks yet; retry later."),
 }
@@ -101,15 +103,19 @@ def _schemas() -> dict[str, Any]:
                 "score": NUMBER,
                 "title": {"type": ["string", "null"]},
                 "category": {"type": ["string", "null"]},
+                "city": {"type": ["string", "null"]},
                 "starts_at": {"type": ["string", "null"], "format": "date-time"},
             },
         },
         "Recommendations": {
             "type": "object",
-            "required": ["user_id", "strategy", "run_id", "items"],
+            "required": ["user_id", "strategy", "run_id", "exhausted", "items"],
             "additionalProperties": False,
             "properties": {
                 "user_id": STRING,
+                "exhausted": {"type": "boolean",
+                              "description": "True when fewer than `n` events qualify (with "
+                                             "the filters), so the list is shorter."},
                 "strategy": {"type": "string",
                              "enum": ["personalised", "cold_start", "cold_start_taste"]},
                 "run_id": {"type": "string", "description": "The run whose model answered."},
@@ -241,6 +247,31 @@ def _schemas() -> dict[str, Any]:
                 "instances": {"type": "array", "items": _ref("Instance"),
                               "description": "Every instance that reported in the last "
                                              "minute; a stale one is flagged."},
+                "catalogue": _ref("Catalogue"),
+            },
+        },
+        "Catalogue": {
+            "description": "This worker's live catalogue (LINEUP_CATALOGUE) and its last refusal.",
+            "type": "object",
+            "required": ["location", "interval_seconds", "serving", "last_read_at", "last_error"],
+            "properties": {
+                "location": {"type": ["string", "null"]},
+                "interval_seconds": NUMBER,
+                "serving": _nullable({
+                    "type": "object",
+                    "required": ["source", "run_id", "loaded_at", "events", "on_sale_upcoming",
+                                 "new_events"],
+                    "properties": {"source": STRING, "run_id": STRING,
+                                   "loaded_at": {"type": "string", "format": "date-time"},
+                                   "events": {"type": "integer"},
+                                   "on_sale_upcoming": {"type": "integer"},
+                                   "new_events": {"type": "integer"}},
+                }),
+                "last_read_at": {"type": ["string", "null"], "format": "date-time"},
+                "last_error": _nullable({
+                    "type": "object", "required": ["at", "message"],
+                    "properties": {"at": EPOCH, "message": STRING},
+                }),
             },
         },
         "Run": {
@@ -306,6 +337,25 @@ def _error_responses() -> dict[str, Any]:
     return responses
 
 
+def _filter_parameters() -> list[dict[str, Any]]:
+    """The filters of /recommendations (service/filters.py); each one is exact."""
+    names = {"type": "array", "maxItems": MAX_FILTER_VALUES,
+             "items": {"type": "string", "pattern": r"[^,\s]"}}
+    instant = {"type": "string", "format": "date-time"}
+    return [
+        {"name": "city", "in": "query", "required": False, "style": "form", "explode": True,
+         "description": "Only events in these cities (repeat it, or separate with commas; "
+                        "any case).", "schema": names},
+        {"name": "category", "in": "query", "required": False, "style": "form",
+         "explode": True, "description": "Only events of these categories.", "schema": names},
+        {"name": "starts_after", "in": "query", "required": False,
+         "description": "Only events starting after this instant (ISO 8601; naive is UTC).",
+         "schema": instant},
+        {"name": "starts_before", "in": "query", "required": False,
+         "description": "Only events starting before this instant.", "schema": instant},
+    ]
+
+
 def _paths() -> dict[str, Any]:
     admin = {"tags": ["admin"], "security": [{"adminToken": []}]}
     admin_errors = (401, 403)
@@ -325,6 +375,7 @@ def _paths() -> dict[str, Any]:
                 {"name": "taste", "in": "query", "required": False,
                  "description": "A taste cluster for users the model does not know.",
                  "schema": {"type": "string"}},
+                *_filter_parameters(),
             ],
             "responses": {
                 "200": _ok("The recommendations.", _ref("Recommendations"), {
@@ -362,6 +413,12 @@ def _paths() -> dict[str, Any]:
             "responses": {"200": _ok("What the selection looked at and chose.",
                                      _ref("Selection")),
                           **_errors(*admin_errors, 409, 502)},
+        }},
+        "/admin/catalogue/reload": {"post": {
+            **admin, "operationId": "catalogue_reload",
+            "summary": "Read the live catalogue now, in every worker; refuse a bad one.",
+            "responses": {"200": _ok("The live catalogue now.", _ref("Catalogue")),
+                          **_errors(*admin_errors, 409, 422)},
         }},
         "/admin/status": {"get": {
             **admin, "operationId": "status",

@@ -15,6 +15,7 @@ from scipy import sparse
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
+from service import item_features
 from service.servable import ArraySpec, Recommendation
 
 _DAY = 86_400.0
@@ -87,6 +88,7 @@ class _Catalogued:
         self.item_titles_ = self.item_ids_.copy()
         self.item_categories_ = np.full(n_items, "unknown")
         self.item_starts_at_ = np.full(n_items, np.inf, dtype=np.float64)
+        self.item_cities_ = np.full(n_items, "")
         if items is not None and len(items):
             at = np.searchsorted(self.item_ids_, catalogue_ids)
             self.item_titles_ = self.item_titles_.astype(
@@ -96,13 +98,17 @@ class _Catalogued:
                 np.result_type(self.item_categories_, np.asarray(items.category).astype(str)))
             self.item_categories_[at] = np.asarray(items.category).astype(str)
             self.item_starts_at_[at] = np.asarray(items.starts_at, dtype=np.float64)
+            if items.city is not None:  # kept for the city filter (service/filters.py)
+                self.item_cities_ = self.item_cities_.astype(np.asarray(items.city).dtype)
+                self.item_cities_[at] = np.asarray(items.city).astype(str)
         # Order the catalogue by start time (then id): the items still upcoming at
         # any instant are then a suffix, and a request scores only that suffix.
         by_start = np.lexsort((self.item_ids_, self.item_starts_at_))
         position = np.empty_like(by_start)
         position[by_start] = np.arange(n_items)
         item_col[used_items] = position[item_col[used_items]]
-        for name in ("item_ids_", "item_titles_", "item_categories_", "item_starts_at_"):
+        for name in ("item_ids_", "item_titles_", "item_categories_", "item_starts_at_",
+                     "item_cities_"):
             setattr(self, name, getattr(self, name)[by_start])
 
         self.fitted_as_of_ = float(np.max(X.timestamp))
@@ -132,6 +138,7 @@ class _Catalogued:
             "item_titles_": ArraySpec(("items",), "any"),
             "item_categories_": ArraySpec(("items",), "any"),
             "item_starts_at_": ArraySpec(("items",), "no_nan"),  # +inf: no start date
+            "item_cities_": ArraySpec(("items",), "any"),
             "item_popularity_": ArraySpec(("items",)),
             "seen_indptr_": ArraySpec((None,)),
             "seen_indices_": ArraySpec((None,)),
@@ -221,6 +228,16 @@ class EventRecommender(_Catalogued, BaseEstimator):
     "rock-2" when two clusters share one) and scores items by its users'
     recency-weighted interactions; unknown users may name one as ``taste``.
 
+    New events: a ridge map from item metadata (category, city, performer,
+    venue, start weekday and hour) to factors and prior is blended into items
+    with few interactions (``metadata_shrinkage``), and ``content_dims``
+    hashed performer/venue dimensions (weighted ``new_content_weight`` for an
+    item without interactions, moving to ``content_weight``) carry
+    fans' loyalty; the live catalogue scores events listed after the fit
+    with the same map (service/item_features.py). The popularity prior is
+    popularity per day since an item's first interaction, so a hot new event
+    is not ranked below old ones for having had less time.
+
     Seen items (``X.seen``: bought or rated, not viewed) are never
     recommended back to that user; see service/training/data.py.
 
@@ -232,11 +249,12 @@ class EventRecommender(_Catalogued, BaseEstimator):
     are left.
     """
 
+    #: 5: items keep their city, new items are scored from metadata (issue 12);
     #: 4: seen items come from the interaction kind, not a weight threshold;
     #: ``weighting`` and ``user_half_life`` are parameters (3: each user's best
     #: items are ranked at fit time; 2: the catalogue is in start order; 1: by
     #: item id).
-    SCHEMA_VERSION = 4
+    SCHEMA_VERSION = 5
 
     #: The strength of one interaction of weight w, by ``weighting``.
     WEIGHTINGS = {"raw": lambda w: w, "binary": np.ones_like, "log": np.log1p}
@@ -244,6 +262,10 @@ class EventRecommender(_Catalogued, BaseEstimator):
     def __init__(self, *, n_components: int = 64, n_clusters: int = 8,
                  popularity_weight: float = 0.1, half_life_days: float = 14.0,
                  user_half_life: float = np.inf, weighting: str = "raw", n_ranked: int = 100,
+                 metadata_shrinkage: float = 3.0, metadata_min_count: int = 5,
+                 metadata_alpha: float = 1.0, content_dims: int = 32,
+                 content_weight: float = 0.1, new_content_weight: float = 0.175,
+                 prior_per_day: bool = True,
                  random_state: int = 0):
         self.n_components = n_components
         self.n_clusters = n_clusters
@@ -252,6 +274,13 @@ class EventRecommender(_Catalogued, BaseEstimator):
         self.user_half_life = user_half_life
         self.weighting = weighting
         self.n_ranked = n_ranked
+        self.metadata_shrinkage = metadata_shrinkage
+        self.metadata_min_count = metadata_min_count
+        self.metadata_alpha = metadata_alpha
+        self.content_dims = content_dims
+        self.content_weight = content_weight
+        self.new_content_weight = new_content_weight
+        self.prior_per_day = prior_per_day
         self.random_state = random_state
 
     def fit(self, X, y=None, *, items=None) -> "EventRecommender":
@@ -282,10 +311,17 @@ class EventRecommender(_Catalogued, BaseEstimator):
         self.item_factors_ = np.ascontiguousarray(item_factors, dtype=np.float32)
         self.user_factors_ = np.ascontiguousarray(user_factors, dtype=np.float32)
 
-        prior = np.log1p(self.item_popularity_.astype(np.float64))
+        # The prior is popularity per day since the item's first interaction: an
+        # event listed yesterday that sold well is hot, not smaller than old ones.
+        first_seen = np.full(n_items, self.fitted_as_of_)
+        np.minimum.at(first_seen, cols, np.asarray(X.timestamp, dtype=np.float64))
+        exposure = (np.maximum((self.fitted_as_of_ - first_seen) / _DAY, 1.0)
+                    if self.prior_per_day else 1.0)
+        prior = np.log1p(self.item_popularity_.astype(np.float64) / exposure)
         prior /= max(prior.max(), 1e-12)
         scale = float(np.linalg.norm(item_factors, axis=1).max()) or 1.0
         self.item_bias_ = (self.popularity_weight * scale * prior).astype(np.float32)
+        self._learn_metadata(items, counts, matrix)
 
         n_clusters = int(max(1, min(self.n_clusters, n_users)))
         kmeans = KMeans(n_clusters=n_clusters, n_init=3, random_state=self.random_state)
@@ -301,6 +337,31 @@ class EventRecommender(_Catalogued, BaseEstimator):
         self.n_users_, self.n_items_ = n_users, n_items
         return self
 
+    def _learn_metadata(self, items, counts: np.ndarray, matrix: sparse.csr_matrix) -> None:
+        """Fit the metadata map, blend it into items with few interactions, add content dims.
+
+        See service/item_features.py; ``content_dims=0`` and ``metadata_shrinkage=0``
+        give the collaborative model alone.
+        """
+        columns = item_features.tokens(item_features.metadata_of(
+            self.item_ids_, items, self.item_categories_, self.item_cities_,
+            self.item_starts_at_))
+        learned = np.hstack([self.item_factors_, self.item_bias_[:, None]])
+        self.feature_vocab_, self.feature_weights_ = item_features.fit(
+            columns, learned, counts, min_count=self.metadata_min_count,
+            alpha=self.metadata_alpha)
+        predicted = item_features.predict(columns, self.feature_vocab_, self.feature_weights_)
+        blended = item_features.blend(learned, predicted, counts, self.metadata_shrinkage)
+        content = item_features.content(columns, self.content_dims)
+        trust = item_features.confidence(counts, self.metadata_shrinkage)[:, None]
+        weight = self.content_weight * trust + self.new_content_weight * (1.0 - trust)
+        self.item_factors_ = np.ascontiguousarray(
+            np.hstack([blended[:, :-1], weight * content]), dtype=np.float32)
+        self.item_bias_ = np.ascontiguousarray(blended[:, -1])
+        self.user_factors_ = np.ascontiguousarray(
+            np.hstack([self.user_factors_, item_features.profiles(matrix, content)]),
+            dtype=np.float32)
+
     def declared_arrays(self) -> dict[str, ArraySpec]:
         """Add the factors, popularity prior, taste clusters and fit-time ranking."""
         return {
@@ -313,6 +374,8 @@ class EventRecommender(_Catalogued, BaseEstimator):
             "cluster_item_scores_": ArraySpec(("clusters", "items")),
             "user_ranking_": ArraySpec(("users", "ranked")),
             "user_ranking_scores_": ArraySpec(("users", "ranked")),
+            "feature_vocab_": ArraySpec(("features",), "any"),
+            "feature_weights_": ArraySpec((None, None)),
         }
 
     def consistency_problems(self) -> list[str]:

@@ -29,6 +29,8 @@ class ServedModel:
     #: Each item's JSON object up to its score ('{"item_id":...,"score":'),
     #: encoded once at load so that a request only adds the score.
     item_json: tuple[str, ...] = ()
+    #: The model's items indexed for filters (service.catalogue_view), built at load.
+    view: Any = None
 
 
 class ModelSlot:

@@ -130,6 +130,18 @@ def test_items_with_and_without_starts_at(tmp_path):
     assert catalogue.category.tolist() == ["unknown", "rock"]
     assert math.isinf(catalogue.starts_at[0]) and catalogue.starts_at[1] > 0
     assert len(catalogue) == 2
+    assert catalogue.venue.tolist() == ["Pub", "Hall"] and catalogue.performer is None
+    assert catalogue.available is None
+
+
+@pytest.mark.parametrize("column, values, on_sale", [
+    ("status", ["on_sale", "Sold Out", "cancelled", ""], [True, False, False, True]),
+    ("available", ["true", "false", "0", ""], [True, False, False, True]),
+])
+def test_items_say_which_events_are_on_sale(tmp_path, column, values, on_sale):
+    rows = "".join(f"e{i},{value}\n" for i, value in enumerate(values))
+    catalogue = load_items(_write(tmp_path, f"item_id,{column}\n{rows}", "items.csv"))
+    assert catalogue.available.tolist() == on_sale
 
 
 @pytest.mark.parametrize("body, message", [
@@ -140,6 +152,8 @@ def test_items_with_and_without_starts_at(tmp_path):
      "expected item_id (map other names with --columns, e.g. userId=user_id,movieId=item_id)"),
     ("item_id,title\ne1,A\ne2,B\ne1,C\n",
      "items.csv, row 4: duplicate item_id 'e1' (first on row 2)"),
+    ("item_id,available\ne1,yes\ne2,perhaps\n",
+     "items.csv, row 3: available 'perhaps' is not true or false"),
 ])
 def test_malformed_items(tmp_path, body, message):
     with pytest.raises(DataError) as caught:

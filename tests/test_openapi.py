@@ -145,6 +145,10 @@ def test_responses_without_a_model_match_the_document(client, admin_headers, set
     "/admin/runs?limit=%C2%B2",
     "/admin/runs?limit=" + "9" * 5000,
     "/admin/runs?limt=5",  # unknown parameters are refused, as on /recommendations
+    "/recommendations?user_id=u1&starts_after=tomorrow",
+    "/recommendations?user_id=u1&starts_before=1764547200",  # an epoch is no ISO 8601
+    "/recommendations?user_id=u1&city=%20,%20",
+    "/recommendations?user_id=u1&category=" + ",".join("x" * 51),
 ])
 def test_odd_parameters_are_400_not_500_or_ignored(client, admin_headers, url):
     response = client.get(url, headers=admin_headers)
@@ -180,10 +184,18 @@ def test_responses_over_a_run_history_match_the_document(history_app, history, a
     for query, strategy in (("user_id=u-000001&n=5", "personalised"),
                             ("user_id=somebody-new", "cold_start"),
                             ("user_id=somebody-new&taste=jazz", None),
-                            ("user_id=u-000001&n=100", "personalised")):
+                            ("user_id=u-000001&n=100", "personalised"),
+                            ("user_id=u-000001&city=London&category=rock,pop", "personalised"),
+                            ("user_id=new&city=paris&city=Berlin&starts_after=2020-01-01",
+                             "cold_start"),
+                            ("user_id=u-000001&n=100&city=Atlantis", "personalised")):
         response = client.get(f"/recommendations?{query}")
         body = assert_conforms(response, "/recommendations")
         assert strategy is None or body["strategy"] == strategy
+        if "city" in query:  # exact: nothing from another city, and a short list says so
+            cities = {item["city"].lower() for item in body["items"]}
+            assert cities <= {"london", "paris", "berlin"}
+            assert body["exhausted"] == (len(body["items"]) < 10)
     assert assert_conforms(client.get("/readyz"), "/readyz")["run_id"] == history.good[1]
 
     status = assert_conforms(client.get("/admin/status", headers=admin_headers), "/admin/status")

@@ -139,7 +139,8 @@ def test_ranked_lists_are_the_scored_lists(fitted_model, now, days_later, n):
         ranked = fitted_model.recommend(str(user), n, as_of)
         scored = fitted_model.recommend(str(user), n, as_of, use_ranking=False)
         assert np.array_equal(ranked.items, scored.items), user
-        assert np.array_equal(ranked.scores, scored.scores), user
+        # float32 dot products over differently aligned slices differ in the last bit.
+        np.testing.assert_allclose(ranked.scores, scored.scores, rtol=1e-6, err_msg=user)
         assert ranked.strategy == scored.strategy == "personalised"
 
 

@@ -55,6 +55,17 @@ def test_interactions_only_while_listed(small_world):
     assert log.timestamp.max() < as_of <= log.timestamp.min() + 56 * DAY + 1
 
 
+def test_fans_follow_their_performers(small_world):
+    log, catalogue = small_world
+    assert np.unique(catalogue.performer).size > 100 and np.unique(catalogue.venue).size == 30
+    performer = catalogue.performer[np.searchsorted(catalogue.item_id, log.item_id)]
+    # User codes are user indices (the ids are zero-padded).
+    favourites = sample_data._performer_names()[
+        sample_data._users(0, SMALL["users"])["favourites"][log.user_codes]]
+    on_favourites = (performer[:, None] == favourites).any(axis=1).mean()
+    assert on_favourites > 0.24  # 0.29 here; 0.18 when users follow no performer
+
+
 def test_shaped_like_an_events_business(small_world):
     log, catalogue = small_world
     assert set(log.weight.tolist()) == {1.0, 5.0}
@@ -92,7 +103,7 @@ def test_cli_writes_both_files(tmp_path, capsys):
     interactions, items = (tmp_path / "interactions.csv", tmp_path / "items.csv")
     assert capsys.readouterr().out.split() == [str(interactions), str(items)]
     assert interactions.read_text().startswith("user_id,item_id,timestamp,weight,interaction\n")
-    assert items.read_text().startswith("item_id,title,category,city,starts_at\n")
+    assert items.read_text().startswith("item_id,title,category,city,starts_at,performer,venue\n")
     first = interactions.read_text().splitlines()[1].split(",")
     assert first[2].endswith("Z") and dt.datetime.fromisoformat(first[2])
     assert sample_data.CATEGORIES.size >= 6

@@ -395,6 +395,19 @@ def with_ranking_out_of_range(model):
     return model
 
 
+def with_nan_feature_weights(model):
+    model.feature_weights_ = model.feature_weights_.copy()
+    model.feature_weights_[0, 0] = np.nan
+    return model
+
+
+def with_sunk_new_events(model):
+    """A metadata map whose intercept buries every new event under the catalogue."""
+    model.feature_weights_ = model.feature_weights_.copy()
+    model.feature_weights_[-1, -1] = -100.0
+    return model
+
+
 def with_schema_version(model):
     model.schema_version_ = 0
     return model
@@ -415,7 +428,7 @@ def as_impostor(model):
 @pytest.mark.parametrize("breaker, failing, words", [
     # Not a servable: it declares no arrays to check either.
     (as_impostor, {"check_fitted_estimator", "check_array_shapes", "check_finite_arrays",
-                   "check_list_changes"},
+                   "check_new_events_recommended", "check_list_changes"},
      "test_sanity_checks.Impostor, not a service.recommender.EventRecommender"),
     (with_schema_version, {"check_schema_version"},
      f"model.schema_version_ is 0, expected {EventRecommender.SCHEMA_VERSION}"),
@@ -424,13 +437,18 @@ def as_impostor(model):
     (with_inf_cluster_scores, {"check_finite_arrays"},
      "cluster_item_scores_ has 1 non-finite value(s) at (1, 5)"),
     (with_nan_start, {"check_finite_arrays"}, "item_starts_at_ has 1 NaN value(s)"),
-    (with_truncated("item_categories_", 10), {"check_array_shapes"},
+    (with_nan_feature_weights, {"check_finite_arrays", "check_new_events_scored"},
+     "feature_weights_ has 1 non-finite value(s) at (0, 0)"),
+    (with_sunk_new_events, {"check_new_events_recommended"},
+     "none of 20 golden users was recommended any of 100 new events"),
+    (with_truncated("item_categories_", 10), {"check_array_shapes", "check_new_events_scored",
+                                              "check_new_events_recommended"},
      "item_categories_ has shape (10,), expected (833,)"),
     # Requests read the fit-time ranking, so broken factors show when the
     # catalogue is scored; the shape check names the cause.
     (with_wide_item_factors, {"check_array_shapes", "check_ranking_matches_scoring",
                               "check_measured_quality"},
-     "item_factors_ has shape (833, 9), expected (833, 8) (factors 8 as in"),
+     "item_factors_ has shape (833, 41), expected (833, 40) (factors 40 as in"),  # 8 + 32 content
     (with_truncated("item_popularity_", 10), {"check_array_shapes", "check_cold_start",
                                               "check_measured_quality"},
      "item_popularity_ has shape (10,), expected (833,)"),
@@ -460,7 +478,8 @@ def as_impostor(model):
     (with_one_list_for_all, {"check_lists_differ"}, "all 20 golden users got the identical list"),
     # With no upcoming event every list is empty, so the lists are also all alike.
     (with_everything_in_the_past, {"check_golden_users_lists", "check_cold_start",
-                                   "check_lists_differ"},
+                                   "check_lists_differ", "check_new_events_scored",
+                                   "check_new_events_recommended"},
      "20 of 20 golden users got a wrong-length list (want 10), all with "),
 ])
 def test_broken_model_fails_exactly_its_check(model, golden_context, breaker, failing, words):

@@ -34,7 +34,7 @@ def test_walks_back_past_bad_runs_to_the_newest_good_one(history_app, history, a
     assert response.headers["X-Model-Run"] == body["run_id"] == history.good[1]
     assert body["strategy"] == "personalised"
     assert len(body["items"]) == 5
-    assert set(body["items"][0]) == {"item_id", "title", "category", "starts_at", "score"}
+    assert set(body["items"][0]) == {"item_id", "title", "category", "city", "starts_at", "score"}
 
     cold = client.get("/recommendations?user_id=somebody-new").get_json()
     assert cold["strategy"] == "cold_start" and len(cold["items"]) == 10

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from service.training import item_status
 from service.training.csv_files import DataError, read_table
 
 logger = logging.getLogger(__name__)
@@ -109,7 +110,9 @@ class Interactions:
 class Catalogue:
     """Item metadata; ``starts_at`` is epoch seconds, ``+inf`` when unknown (always listed).
 
-    ``city`` is optional (``None`` when the items file has no such column).
+    ``city``, ``performer`` and ``venue`` are optional (``None`` when the items
+    file has no such column); ``available`` is False for an event marked sold
+    out or cancelled (an ``available`` or ``status`` column), None when unknown.
     """
 
     item_id: np.ndarray
@@ -117,6 +120,9 @@ class Catalogue:
     category: np.ndarray
     starts_at: np.ndarray
     city: np.ndarray | None = None
+    performer: np.ndarray | None = None
+    venue: np.ndarray | None = None
+    available: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.item_id.shape[0])
@@ -229,7 +235,10 @@ def load_interactions(path: str | Path, columns: dict[str, str] | None = None,
 
 
 def load_items(path: str | Path, columns: dict[str, str] | None = None) -> Catalogue:
-    """Read an items CSV (``item_id[,title,category,starts_at,city]``; others are ignored).
+    """Read an items CSV (``item_id[,title,category,starts_at,city,performer,venue]``).
+
+    An ``available`` (true/false) or ``status`` (``sold_out``, ``cancelled``...)
+    column says which events are on sale; other columns are ignored.
 
     A missing or empty ``starts_at`` means the item is always available (``+inf``).
     """
@@ -256,6 +265,11 @@ def load_items(path: str | Path, columns: dict[str, str] | None = None) -> Catal
                                 allow_empty=True)
     else:
         starts_at = np.full(item_id.shape, np.inf)
-    city = column("city", np.full(item_id.shape, "")) if "city" in header else None
+    optional = {name: column(name, np.full(item_id.shape, ""))[order]
+                for name in ("city", "performer", "venue") if name in header}
+    try:
+        available = item_status.on_sale(header, [table[col] for col in header])
+    except item_status.BadAvailability as exc:
+        raise DataError(f"{name}, row {lines[exc.index]}: {exc}") from None
     return Catalogue(item_id[order], title[order], category[order], starts_at[order],
-                     None if city is None else city[order])
+                     available=None if available is None else available[order], **optional)

@@ -53,8 +53,8 @@ class LineupTrainFlow(FlowSpec):
              "the sample world")
     items = Parameter(
         "items", default=SETTINGS["TRAINING_ITEMS"],
-        help="Optional items CSV (item_id,title,category,starts_at), a local path or an "
-             "s3:// URL; empty means every item is always available")
+        help="Optional items CSV (item_id,title,category,starts_at,city,performer,venue), "
+             "a local path or an s3:// URL; empty means every item is always available")
     columns = Parameter(
         "columns", default="auto",
         help="How the files' columns map to Lineup's: 'auto' reads common names (userId, "

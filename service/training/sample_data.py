@@ -2,11 +2,15 @@
 
 Users belong to taste clusters (classical, rock, jazz, ...) with a secondary
 taste and a home city. Events have a category, a city, a title and a start
-time. Every day new events are listed; an event is listed from its creation
-day until it starts, and interactions (ticket purchases, weight 5.0, and page
-views, weight 1.0) only happen while it is listed. Event popularity is
-heavy-tailed (Pareto, Zipf-like) and user activity is log-normal, so there are
-cold users with a handful of interactions and a long tail of events.
+time, a performer (famous ones draw more interest) and a venue. Users are fans
+of two performers of their taste and follow them to any city; an event of a
+famous performer has an on-sale spike in its first days, so new events take a
+real share of purchases and their metadata predicts it. Every day new events
+are listed; an event is listed from its creation day until it starts, and
+interactions (ticket purchases, weight 5.0, and page views, weight 1.0) only
+happen while it is listed. Event popularity is heavy-tailed (Pareto, Zipf-like)
+and user activity is log-normal, so there are cold users with a handful of
+interactions and a long tail of events.
 
 The world sits on an absolute day grid: the events created on day ``d`` (ids
 ``ev-<yyyymmdd>-<k>``) and the interactions of day ``d`` are drawn from a
@@ -45,6 +49,12 @@ CITIES = np.array(["London", "Manchester", "Berlin", "Paris", "Madrid", "Amsterd
 CITY_SHARE = np.array([0.30, 0.12, 0.18, 0.18, 0.12, 0.10])
 #: Events are listed between these many days before they start.
 MIN_LISTING_DAYS, MAX_LISTING_DAYS = 5, 56
+#: Performers per category, fame Zipf-like by rank; venues per city.
+PERFORMERS_PER_CATEGORY, VENUES_PER_CITY = 30, 5
+VENUE_KINDS = ("Arena", "Concert Hall", "Theatre", "Club", "Stadium")
+#: Share of visits a user spends on their favourite performers' events, and their
+#: purchase rate; interest in a famous performer's event in its first days.
+FAN_VISITS, FAN_PURCHASE, SPIKE_DAYS = 0.2, 0.45, 2.0
 #: Evening start hours per category (football kicks off earlier).
 START_HOURS = np.array([19, 20, 20, 15, 19, 21, 20, 22])
 _TITLE_WORDS = {
@@ -78,6 +88,20 @@ def _today() -> dt.date:
     return dt.datetime.now(dt.timezone.utc).date()
 
 
+#: A performer's fame by rank within its category (Zipf, exponent 1).
+_FAME = 1.0 / np.arange(1, PERFORMERS_PER_CATEGORY + 1)
+
+
+def _performer_names() -> np.ndarray:
+    """Name every performer: the category's title words, numbered past the first round."""
+    names = []
+    for category in CATEGORIES.tolist():
+        words = _TITLE_WORDS[category][0]
+        names += [words[j % len(words)] + (f" {j // len(words) + 1}" if j >= len(words) else "")
+                  for j in range(PERFORMERS_PER_CATEGORY)]
+    return np.array(names)
+
+
 def _events_of_day(seed: int, day: int, per_day: float) -> dict[str, np.ndarray]:
     """Draw the events created on absolute day ``day`` (depends only on seed, day, rate)."""
     rng = np.random.default_rng([seed, day, 1])
@@ -89,9 +113,14 @@ def _events_of_day(seed: int, day: int, per_day: float) -> dict[str, np.ndarray]
     popularity = np.minimum(rng.pareto(1.3, size=count) + 0.05, 300.0)
     first = rng.integers(0, 6, size=count)
     second = rng.integers(0, 4, size=count)
+    # Drawn after the older columns, so those keep their values.
+    rank = rng.choice(PERFORMERS_PER_CATEGORY, size=count, p=_FAME / _FAME.sum())
+    performer = category * PERFORMERS_PER_CATEGORY + rank
+    venue = city * VENUES_PER_CITY + rng.integers(0, VENUES_PER_CITY, size=count)
+    popularity = popularity * _FAME[rank] * PERFORMERS_PER_CATEGORY / _FAME.sum()
     return {"day": np.full(count, day), "k": np.arange(count), "category": category,
             "city": city, "starts_at": starts_at, "popularity": popularity,
-            "first": first, "second": second}
+            "first": first, "second": second, "performer": performer, "venue": venue}
 
 
 def _users(seed: int, users: int) -> dict[str, np.ndarray]:
@@ -102,8 +131,12 @@ def _users(seed: int, users: int) -> dict[str, np.ndarray]:
     city = rng.choice(len(CITIES), size=users, p=CITY_SHARE)
     activity = rng.lognormal(0.0, 1.1, size=users)
     activity[rng.random(users) < 0.25] *= 0.08  # occasional visitors: cold users
+    # Two favourite performers of the primary taste, famous ones more often.
+    fame = _FAME / _FAME.sum()
+    favourites = (primary[:, None] * PERFORMERS_PER_CATEGORY
+                  + rng.choice(PERFORMERS_PER_CATEGORY, size=(users, 2), p=fame))
     return {"primary": primary, "secondary": secondary, "city": city,
-            "activity_cdf": np.cumsum(activity) / activity.sum()}
+            "activity_cdf": np.cumsum(activity) / activity.sum(), "favourites": favourites}
 
 
 def _interactions_of_day(seed: int, day: int, per_day: float, people: dict, listed: dict
@@ -122,6 +155,10 @@ def _interactions_of_day(seed: int, day: int, per_day: float, people: dict, list
     # Interest grows as the start approaches.
     days_left = (listed["starts_at"] - day * _DAY) / _DAY
     weight = listed["popularity"] * (1.0 + 2.0 * np.exp(-days_left / 7.0))
+    # On-sale spike: a famous performer's event draws a crowd in its first days.
+    famous = _FAME[listed["performer"] % PERFORMERS_PER_CATEGORY] >= _FAME[2]
+    weight = weight * np.where(famous, 1.0 + 2.0 * np.exp(-(day - listed["day"]) / SPIKE_DAYS),
+                               1.0)
     cat_match = np.vstack([np.where(listed["category"] == c, 1.0, 0.02) for c in range(n_cat)]
                           + [np.ones(listed["category"].size)])
     city_match = np.vstack([np.where(listed["city"] == c, 1.0, 0.05) for c in range(n_city)]
@@ -134,11 +171,31 @@ def _interactions_of_day(seed: int, day: int, per_day: float, people: dict, list
         pick = np.searchsorted(cdf, rng.random(rows.size) * cdf[-1], side="right")
         item[rows] = np.minimum(pick, cdf.size - 1)
     loyal = taste == people["primary"][user]
-    purchase = rng.random(count) < np.where(loyal, 0.3, 0.15)
+    purchase_roll = rng.random(count)
     minute = rng.integers(0, 24 * 60, size=count)
+    fan = _fan_visits(rng, user, people, listed, weight, item)
+    purchase = purchase_roll < np.where(fan, FAN_PURCHASE, np.where(loyal, 0.3, 0.15))
     timestamp = day * _DAY + minute * 60.0
     timestamp = np.minimum(timestamp, listed["starts_at"][item] - 60.0)
     return user, item, timestamp, np.where(purchase, PURCHASE_WEIGHT, VIEW_WEIGHT)
+
+
+def _fan_visits(rng: np.random.Generator, user: np.ndarray, people: dict, listed: dict,
+                weight: np.ndarray, item: np.ndarray) -> np.ndarray:
+    """Send some visits to a favourite performer's listed events (in place); return which."""
+    fan = rng.random(user.size) < FAN_VISITS
+    performer = people["favourites"][user, rng.integers(0, 2, size=user.size)]
+    roll = rng.random(user.size)
+    for p in np.unique(performer[fan]):
+        events = np.flatnonzero(listed["performer"] == p)
+        rows = np.flatnonzero(fan & (performer == p))
+        if not events.size:
+            fan[rows] = False  # nothing of theirs listed: an ordinary visit
+            continue
+        cdf = np.cumsum(weight[events])
+        item[rows] = events[np.minimum(np.searchsorted(cdf, roll[rows] * cdf[-1], "right"),
+                                       events.size - 1)]
+    return fan
 
 
 def generate(as_of: dt.date | str | None = None, seed: int = 0, users: int = DEFAULT_USERS,
@@ -169,7 +226,7 @@ def generate(as_of: dt.date | str | None = None, seed: int = 0, users: int = DEF
     for d in range(first, end):
         listed_ix = np.flatnonzero((world["day"] <= d) & (world["starts_at"] > (d + 1) * _DAY))
         listed = {key: world[key][listed_ix]
-                  for key in ("category", "city", "starts_at", "popularity")}
+                  for key in ("category", "city", "starts_at", "popularity", "performer", "day")}
         user, item, timestamp, weight = _interactions_of_day(seed, d, per_day, people, listed)
         chunks.append((user, listed_ix[item], timestamp, weight))
     user, item, timestamp, weight = (np.concatenate(c) for c in zip(*chunks))
@@ -178,15 +235,18 @@ def generate(as_of: dt.date | str | None = None, seed: int = 0, users: int = DEF
     dates = (world["day"].astype("datetime64[D]").astype(str))
     item_ids = np.array([f"ev-{date.replace('-', '')}-{k:04d}"
                          for date, k in zip(dates.tolist(), world["k"].tolist())])
+    performers = _performer_names()[world["performer"]]
+    venues = np.char.add(np.char.add(CITIES[world["venue"] // VENUES_PER_CITY], " "),
+                         np.array(VENUE_KINDS)[world["venue"] % VENUES_PER_CITY])
     titles = np.array([
-        f"{_TITLE_WORDS[c][0][a % len(_TITLE_WORDS[c][0])]}: "
-        f"{_TITLE_WORDS[c][1][b % len(_TITLE_WORDS[c][1])]} ({CITIES[m]})"
-        for c, a, b, m in zip(CATEGORIES[world["category"]].tolist(), world["first"].tolist(),
-                              world["second"].tolist(), world["city"].tolist())])
+        f"{name}: {_TITLE_WORDS[c][1][b % len(_TITLE_WORDS[c][1])]} ({CITIES[m]})"
+        for name, c, b, m in zip(performers.tolist(), CATEGORIES[world["category"]].tolist(),
+                                 world["second"].tolist(), world["city"].tolist())])
     user_ids = np.array([f"u-{i:06d}" for i in range(users)])
     # Ids are zero-padded, so index order is sorted order and the codes need no remap.
     catalogue = Catalogue(item_ids, titles, CATEGORIES[world["category"]],
-                          world["starts_at"].astype(np.float64), CITIES[world["city"]])
+                          world["starts_at"].astype(np.float64), CITIES[world["city"]],
+                          performer=performers, venue=venues)
     log = Interactions(user[order].astype(np.int32), user_ids, item[order].astype(np.int32),
                        item_ids, timestamp[order], weight[order].astype(np.float32),
                        weight[order] >= PURCHASE_WEIGHT)
@@ -218,10 +278,12 @@ def write_sample(directory: str | Path, as_of: dt.date | str | None = None, seed
         handle.write("\n")
     with open(items_path, "w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["item_id", "title", "category", "city", "starts_at"])
+        writer.writerow(["item_id", "title", "category", "city", "starts_at", "performer",
+                         "venue"])
         writer.writerows(zip(catalogue.item_id.tolist(), catalogue.title.tolist(),
                              catalogue.category.tolist(), catalogue.city.tolist(),
-                             _iso(catalogue.starts_at).tolist()))
+                             _iso(catalogue.starts_at).tolist(), catalogue.performer.tolist(),
+                             catalogue.venue.tolist()))
     return interactions_path, items_path
 
 

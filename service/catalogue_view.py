@@ -1,0 +1,263 @@
+"""What a request may recommend: the model's items, minus the unavailable, plus new ones.
+
+A :class:`CatalogueView` is built once per (model, catalogue) pair, off the
+request path, and never changes. It holds
+
+* the codes of each model item's city and category, and posting lists (item
+  indices, which are in start order) per city, per category and per pair, so
+  a filtered request touches only the items that can match;
+* ``available``: False for a model item the live catalogue marks sold out or
+  cancelled, or no longer lists;
+* a block of *new* items, listed after the fit, with factors predicted from
+  their metadata (``service.item_features``). They are numbered after the
+  model's items: index ``n_model + j`` is new item ``j``.
+
+:func:`recommend` answers exactly as the model would over that catalogue: it
+reads the user's fit-time ranking where the ranking can answer, and scores
+only the candidates where it cannot.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from service.filters import ItemFilter
+from service.recommender import Recommendation, _top
+
+
+def codes(values: np.ndarray, vocabulary: dict[str, int]) -> np.ndarray:
+    """Return each value's code in ``vocabulary`` (lower-cased), adding the values it lacks."""
+    lowered = np.char.lower(np.asarray(values).astype(str))
+    for value in np.unique(lowered).tolist():
+        vocabulary.setdefault(value, len(vocabulary))
+    return np.array([vocabulary[v] for v in lowered.tolist()], dtype=np.int32)
+
+
+def _postings(codes: np.ndarray, keep: np.ndarray) -> dict[int, np.ndarray]:
+    """Return ``{code: ascending item indices}`` over the kept items."""
+    kept = np.flatnonzero(keep).astype(np.int32)
+    order = np.argsort(codes[kept], kind="stable")
+    kept, sorted_codes = kept[order], codes[kept][order]
+    bounds = np.flatnonzero(np.diff(sorted_codes)) + 1
+    return {int(part_codes[0]): part for part, part_codes in
+            zip(np.split(kept, bounds), np.split(sorted_codes, bounds)) if part.size}
+
+
+@dataclass(frozen=True)
+class NewItems:
+    """Items the model never saw, with what scoring them needs; all arrays are in one order."""
+
+    item_ids: np.ndarray
+    starts_at: np.ndarray
+    city_codes: np.ndarray
+    category_codes: np.ndarray
+    factors: np.ndarray
+    bias: np.ndarray
+    cluster_scores: np.ndarray   # (n_clusters, n_new)
+    popularity: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.item_ids.shape[0])
+
+
+@dataclass(frozen=True)
+class CatalogueView:
+    """The model's items with their filter index, availability and the new items."""
+
+    n_model: int
+    starts_at: np.ndarray
+    city_codes: np.ndarray
+    category_codes: np.ndarray
+    cities: dict[str, int]
+    categories: dict[str, int]
+    available: np.ndarray | None
+    by_city: dict[int, np.ndarray]
+    by_category: dict[int, np.ndarray]
+    by_pair: dict[int, np.ndarray]
+    new: NewItems | None = None
+    #: The item ids of model and new items together, for the answer.
+    item_ids: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=str))
+
+    @property
+    def plain(self) -> bool:
+        """True when the view changes nothing: every model item available, no new item."""
+        return self.available is None and self.new is None
+
+    def wanted(self, names: tuple[str, ...], vocabulary: dict[str, int]) -> np.ndarray | None:
+        """Return the codes a filter's names match (unknown names match nothing), or None."""
+        if not names:
+            return None
+        return np.array([vocabulary[name] for name in names if name in vocabulary],
+                        dtype=np.int32)
+
+
+def _member(codes: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Return ``np.isin(codes, wanted)`` for small code sets (isin sorts: 10 µs a call)."""
+    if wanted.size == 1:
+        return codes == wanted[0]
+    table = np.zeros(int(max(codes.max(initial=0), wanted.max(initial=0))) + 1, dtype=bool)
+    table[wanted] = True
+    return table[codes]
+
+
+def build_view(model, available: np.ndarray | None = None) -> CatalogueView:
+    """Index the model's items; new items are added with the view's vocabularies (catalogue)."""
+    cities: dict[str, int] = {}
+    categories: dict[str, int] = {}
+    city_codes = codes(model.item_cities_, cities)
+    category_codes = codes(model.item_categories_, categories)
+    keep = np.ones(city_codes.shape, dtype=bool) if available is None else available
+    pair = city_codes.astype(np.int64) * 65_536 + category_codes
+    return CatalogueView(
+        n_model=int(model.item_ids_.shape[0]), starts_at=np.asarray(model.item_starts_at_),
+        city_codes=city_codes, category_codes=category_codes, cities=cities,
+        categories=categories, available=available, by_city=_postings(city_codes, keep),
+        by_category=_postings(category_codes, keep), by_pair=_postings(pair, keep),
+        item_ids=np.asarray(model.item_ids_))
+
+
+def _window(view: CatalogueView, item_filter: ItemFilter, first: int) -> tuple[int, int]:
+    """Return the model item index range [lo, hi) upcoming and inside the time window."""
+    if item_filter.starts_after == -math.inf and item_filter.starts_before == math.inf:
+        return first, view.n_model
+    lo = max(first, int(np.searchsorted(view.starts_at, item_filter.starts_after, "right")))
+    hi = (view.n_model if item_filter.starts_before == math.inf
+          else int(np.searchsorted(view.starts_at, item_filter.starts_before, "left")))
+    return lo, max(lo, hi)
+
+
+def _candidates(view: CatalogueView, item_filter: ItemFilter, lo: int, hi: int,
+                cities: np.ndarray | None, categories: np.ndarray | None) -> np.ndarray:
+    """Return the ascending model item indices in [lo, hi) that match and are available."""
+    if cities is None and categories is None:
+        span = np.arange(lo, hi)
+        return span if view.available is None else span[view.available[lo:hi]]
+    if cities is not None and categories is not None:
+        keys = (cities[:, None].astype(np.int64) * 65_536 + categories[None, :]).ravel()
+        lists = [view.by_pair.get(int(key)) for key in keys]
+    elif cities is not None:
+        lists = [view.by_city.get(int(code)) for code in cities]
+    else:
+        lists = [view.by_category.get(int(code)) for code in categories]
+    parts = [part[np.searchsorted(part, lo):np.searchsorted(part, hi)]
+             for part in lists if part is not None]
+    if not parts:
+        return np.empty(0, dtype=np.int32)
+    return parts[0] if len(parts) == 1 else np.sort(np.concatenate(parts))
+
+
+def _matches(view: CatalogueView, items: np.ndarray, lo: int, hi: int,
+             cities: np.ndarray | None, categories: np.ndarray | None) -> np.ndarray:
+    """Return which of the model items (-1 is padding) are in [lo, hi), match and are available."""
+    ok = (items >= lo) & (items < hi)
+    safe = np.where(ok, items, 0)
+    if cities is not None:
+        ok &= _member(view.city_codes[safe], cities)
+    if categories is not None:
+        ok &= _member(view.category_codes[safe], categories)
+    if view.available is not None:
+        ok &= view.available[safe]
+    return ok
+
+
+def _new_candidates(view: CatalogueView, item_filter: ItemFilter, as_of: float,
+                    cities: np.ndarray | None, categories: np.ndarray | None) -> np.ndarray:
+    new = view.new
+    if new is None or not len(new):
+        return np.empty(0, dtype=np.intp)
+    ok = ((new.starts_at > max(as_of, item_filter.starts_after))
+          & (new.starts_at < item_filter.starts_before))
+    if cities is not None:
+        ok &= _member(new.city_codes, cities)
+    if categories is not None:
+        ok &= _member(new.category_codes, categories)
+    return np.flatnonzero(ok)
+
+
+def _merge(items: np.ndarray, scores: np.ndarray, n: int, strategy: str,
+           view: CatalogueView) -> Recommendation:
+    top = _top(scores, n)
+    chosen = items[top].astype(np.intp)
+    return Recommendation(chosen, view.item_ids[chosen], scores[top].astype(np.float64), strategy)
+
+
+def recommend(model, view: CatalogueView, user_id: str, n: int, as_of: float, *,
+              taste: str | None = None, item_filter: ItemFilter | None = None) -> Recommendation:
+    """Return the model's top n over the view's catalogue inside the filter, best first.
+
+    Exact: never an item outside the filter or unavailable, and shorter than
+    n only when fewer items qualify.
+    """
+    item_filter = item_filter or ItemFilter()
+    cities = view.wanted(item_filter.cities, view.cities)
+    categories = view.wanted(item_filter.categories, view.categories)
+    first = int(np.searchsorted(view.starts_at, as_of, side="right"))
+    lo, hi = _window(view, item_filter, first)
+    if not scores_by_factors(model):
+        return _through_model(model, view, user_id, n, as_of, taste, lo, hi, cities, categories)
+    fresh = _new_candidates(view, item_filter, as_of, cities, categories)
+    row = model._user_row(user_id)
+    if row >= 0 and first >= model.ranked_from_:
+        ranking = model.user_ranking_[row]
+        kept = np.flatnonzero(_matches(view, ranking, lo, hi, cities, categories))[:n]
+        if kept.size >= n or ranking[-1] < 0:  # exact: see EventRecommender._from_ranking
+            old, old_scores = ranking[kept].astype(np.intp), model.user_ranking_scores_[row, kept]
+            if not fresh.size:  # the ranking is best first already
+                return Recommendation(old, view.item_ids[old], old_scores.astype(np.float64),
+                                      "personalised")
+            return _with_new(view, model, row, old, old_scores, fresh, n)
+    candidates = _candidates(view, item_filter, lo, hi, cities, categories)
+    if row >= 0:
+        scores = model.item_factors_[candidates] @ model.user_factors_[row]
+        scores += model.item_bias_[candidates]
+        seen = model.seen_indices_[model.seen_indptr_[row]:model.seen_indptr_[row + 1]]
+        if seen.size:  # both ascending: a search, not isin's sort
+            at = np.minimum(np.searchsorted(seen, candidates), seen.size - 1)
+            scores[seen[at] == candidates] = -np.inf
+        return _with_new(view, model, row, candidates, scores, fresh, n)
+    strategy, scores, new_scores = "cold_start", model.item_popularity_, None
+    if taste is not None:
+        match = np.flatnonzero(np.char.lower(model.cluster_labels_) == taste.strip().lower())
+        if match.size:
+            strategy, scores = "cold_start_taste", model.cluster_item_scores_[match[0]]
+            new_scores = None if view.new is None else view.new.cluster_scores[match[0]]
+    if new_scores is None and view.new is not None:
+        new_scores = view.new.popularity
+    items = np.concatenate([candidates, fresh + view.n_model]) if fresh.size else candidates
+    values = np.asarray(scores[candidates], dtype=np.float64)
+    if fresh.size:
+        values = np.concatenate([values, np.asarray(new_scores[fresh], dtype=np.float64)])
+    return _merge(items, values, n, strategy, view)
+
+
+def scores_by_factors(model) -> bool:
+    """True for a model this module scores itself (factors, a fit-time ranking, a metadata map)."""
+    return all(hasattr(model, name) for name in (
+        "user_factors_", "item_factors_", "item_bias_", "user_ranking_", "feature_weights_"))
+
+
+def _through_model(model, view: CatalogueView, user_id: str, n: int, as_of: float,
+                   taste: str | None, lo: int, hi: int, cities: np.ndarray | None,
+                   categories: np.ndarray | None) -> Recommendation:
+    """Filter another servable's full upcoming list: exact, at the price of ranking it all."""
+    upcoming = max(view.n_model - int(np.searchsorted(view.starts_at, as_of, side="right")), 1)
+    every = model.recommend(user_id, upcoming, as_of, taste=taste)
+    keep = np.flatnonzero(_matches(view, np.asarray(every.items), lo, hi, cities,
+                                   categories))[:n]
+    return Recommendation(np.asarray(every.items)[keep], np.asarray(every.item_ids)[keep],
+                          np.asarray(every.scores)[keep], every.strategy)
+
+
+def _with_new(view: CatalogueView, model, row: int, items: np.ndarray, scores: np.ndarray,
+              fresh: np.ndarray, n: int) -> Recommendation:
+    """Merge a known user's model items with the new items, scored by the user's factors."""
+    if fresh.size:
+        new = view.new
+        new_scores = new.factors[fresh] @ model.user_factors_[row] + new.bias[fresh]
+        items = np.concatenate([items, fresh + view.n_model])
+        scores = np.concatenate([np.asarray(scores, dtype=np.float32), new_scores])
+    return _merge(np.asarray(items), np.asarray(scores, dtype=np.float64), n, "personalised",
+                  view)
