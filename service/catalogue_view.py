@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from service.filters import ItemFilter
-from service.recommender import Recommendation, _top
+from service.catalogued import top_indices
+from service.servable import Recommendation
 
 
 def codes(values: np.ndarray, vocabulary: dict[str, int]) -> np.ndarray:
@@ -179,7 +180,7 @@ def _new_candidates(view: CatalogueView, item_filter: ItemFilter, as_of: float,
 
 def _merge(items: np.ndarray, scores: np.ndarray, n: int, strategy: str,
            view: CatalogueView) -> Recommendation:
-    top = _top(scores, n)
+    top = top_indices(scores, n)
     chosen = items[top].astype(np.intp)
     return Recommendation(chosen, view.item_ids[chosen], scores[top].astype(np.float64), strategy)
 

@@ -15,14 +15,14 @@ from scipy import sparse
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
-from service.recommender import _Catalogued
+from service.catalogued import Catalogued
 from service.servable import ArraySpec, Recommendation
 
 #: Items whose similarities are computed at once while fitting (memory: block x items floats).
 _BLOCK = 1024
 
 
-class ItemKNNRecommender(_Catalogued, BaseEstimator):
+class ItemKNNRecommender(Catalogued, BaseEstimator):
     """Item-based nearest neighbours on recency-decayed implicit feedback."""
 
     SCHEMA_VERSION = 1

@@ -7,198 +7,20 @@ share one copy. ``recommend`` only reads them.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
-
 import numpy as np
 from scipy import sparse
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from service import item_features
+from service.catalogued import DAY, Catalogued, later_rows
+from service.popularity import PopularityRecommender
 from service.servable import ArraySpec, Recommendation
 
-_DAY = 86_400.0
+__all__ = ["EventRecommender", "PopularityRecommender", "Recommendation"]
 
 
-def _decay(timestamp: np.ndarray, now: float, half_life_days: float) -> np.ndarray:
-    """Return the recency weight of each timestamp: 1 at ``now``, halving every half-life."""
-    age_days = np.maximum(now - timestamp, 0.0) / _DAY
-    return np.exp2(-age_days / half_life_days)
-
-
-def _id_text(user_id) -> str:
-    """Return an id as text: ids are strings, an int reads as its decimal digits."""
-    if isinstance(user_id, str):
-        return str(user_id)
-    if isinstance(user_id, (int, np.integer)) and not isinstance(user_id, bool):
-        return str(int(user_id))
-    raise TypeError(f"user_id must be a string (or an int, read as its digits), "
-                    f"not {type(user_id).__name__} {user_id!r}")
-
-
-def _later_rows(users: np.ndarray, timestamp: np.ndarray) -> np.ndarray:
-    """Return how many later rows the same user has, for each row (0 for their latest)."""
-    order = np.lexsort((timestamp, users))
-    ends = np.cumsum(np.bincount(users))
-    later = np.empty(users.size, dtype=np.float64)
-    later[order] = ends[users[order]] - 1 - np.arange(users.size)
-    return later
-
-
-def _top(scores: np.ndarray, n: int) -> np.ndarray:
-    """Return the indices of the n best finite scores, best first (argpartition, then sort n)."""
-    size = scores.shape[0]
-    k = min(max(int(n), 0), size)
-    if k == 0:
-        return np.empty(0, dtype=np.intp)
-    top = np.argpartition(scores, size - k)[size - k:] if k < size else np.arange(size)
-    top = top[scores[top] > -np.inf]
-    # Ties are broken by item index, so lists are deterministic.
-    return top[np.lexsort((top, -scores[top]))]
-
-
-class _Catalogued:
-    """Shared item facts and ranking for the model and the popularity baseline."""
-
-    def _index_data(self, X, items) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Set the user and item vocabularies, catalogue facts and seen items.
-
-        Return (rows, cols, weight, decay) of the interactions. What a user has
-        seen (``X.seen``: bought, rated; not a view) is never recommended back.
-        """
-        if len(X) == 0:
-            raise ValueError("cannot fit on zero interactions")
-        used_users = np.unique(X.user_codes)
-        user_ids = np.asarray(X.user_vocab)[used_users].astype(str)
-        order = np.argsort(user_ids, kind="stable")
-        self.user_ids_ = user_ids[order]
-        user_row = np.full(len(X.user_vocab), -1, dtype=np.int64)
-        user_row[used_users[order]] = np.arange(order.size)
-
-        used_items = np.unique(X.item_codes)
-        seen_ids = np.asarray(X.item_vocab)[used_items].astype(str)
-        catalogue_ids = (np.asarray(items.item_id).astype(str) if items is not None
-                         else np.empty(0, dtype=str))
-        self.item_ids_ = np.union1d(seen_ids, catalogue_ids)
-        item_col = np.full(len(X.item_vocab), -1, dtype=np.int64)
-        item_col[used_items] = np.searchsorted(self.item_ids_, seen_ids)
-
-        n_items = self.item_ids_.shape[0]
-        self.item_titles_ = self.item_ids_.copy()
-        self.item_categories_ = np.full(n_items, "unknown")
-        self.item_starts_at_ = np.full(n_items, np.inf, dtype=np.float64)
-        self.item_cities_ = np.full(n_items, "")
-        if items is not None and len(items):
-            at = np.searchsorted(self.item_ids_, catalogue_ids)
-            self.item_titles_ = self.item_titles_.astype(
-                np.result_type(self.item_titles_, np.asarray(items.title).astype(str)))
-            self.item_titles_[at] = np.asarray(items.title).astype(str)
-            self.item_categories_ = self.item_categories_.astype(
-                np.result_type(self.item_categories_, np.asarray(items.category).astype(str)))
-            self.item_categories_[at] = np.asarray(items.category).astype(str)
-            self.item_starts_at_[at] = np.asarray(items.starts_at, dtype=np.float64)
-            if items.city is not None:  # kept for the city filter (service/filters.py)
-                self.item_cities_ = self.item_cities_.astype(np.asarray(items.city).dtype)
-                self.item_cities_[at] = np.asarray(items.city).astype(str)
-        # Order the catalogue by start time (then id): the items still upcoming at
-        # any instant are then a suffix, and a request scores only that suffix.
-        by_start = np.lexsort((self.item_ids_, self.item_starts_at_))
-        position = np.empty_like(by_start)
-        position[by_start] = np.arange(n_items)
-        item_col[used_items] = position[item_col[used_items]]
-        for name in ("item_ids_", "item_titles_", "item_categories_", "item_starts_at_",
-                     "item_cities_"):
-            setattr(self, name, getattr(self, name)[by_start])
-
-        self.fitted_as_of_ = float(np.max(X.timestamp))
-        rows = user_row[X.user_codes]
-        cols = item_col[X.item_codes]
-        decay = _decay(np.asarray(X.timestamp, dtype=np.float64), self.fitted_as_of_,
-                       self.half_life_days)
-        weight = np.asarray(X.weight, dtype=np.float64)
-        self.item_popularity_ = np.bincount(cols, weights=weight * decay,
-                                            minlength=n_items).astype(np.float32)
-        had = np.asarray(X.seen, dtype=bool)
-        seen = sparse.csr_matrix((np.ones(int(had.sum())), (rows[had], cols[had])),
-                                 shape=(self.user_ids_.shape[0], n_items))
-        seen.sum_duplicates()
-        self.seen_indptr_ = seen.indptr.astype(np.int64)
-        self.seen_indices_ = seen.indices.astype(np.int32)
-        return rows, cols, weight, decay
-
-    def __sklearn_is_fitted__(self) -> bool:
-        return hasattr(self, "item_starts_at_")
-
-    def declared_arrays(self) -> dict[str, ArraySpec]:
-        """Name the catalogue and purchase arrays every recommender here learns."""
-        return {
-            "user_ids_": ArraySpec(("users",), "any"),
-            "item_ids_": ArraySpec(("items",), "any"),
-            "item_titles_": ArraySpec(("items",), "any"),
-            "item_categories_": ArraySpec(("items",), "any"),
-            "item_starts_at_": ArraySpec(("items",), "no_nan"),  # +inf: no start date
-            "item_cities_": ArraySpec(("items",), "any"),
-            "item_popularity_": ArraySpec(("items",)),
-            "seen_indptr_": ArraySpec((None,)),
-            "seen_indices_": ArraySpec((None,)),
-        }
-
-    def consistency_problems(self) -> list[str]:
-        """Describe a purchase index that is not a valid CSR matrix over users and items."""
-        indptr, indices = self.seen_indptr_, self.seen_indices_
-        n_users, n_items = self.user_ids_.shape[0], self.item_ids_.shape[0]
-        problems = []
-        if indptr.shape != (n_users + 1,) or indptr[0] != 0 or np.any(np.diff(indptr) < 0) \
-                or indptr[-1] != len(indices):
-            problems.append(f"seen_indptr_ is not a valid CSR index pointer for {n_users} users "
-                            f"and {len(indices)} seen_indices_")
-        if indices.size and (indices.min() < 0 or indices.max() >= n_items):
-            problems.append(f"seen_indices_ spans [{indices.min()}, {indices.max()}], "
-                            f"outside [0, {n_items})")
-        return problems
-
-    def known_user(self, user_id: str) -> bool:
-        """Return True when the user had interactions in the training data."""
-        check_is_fitted(self)
-        return self._user_row(user_id) >= 0
-
-    def _user_row(self, user_id: str) -> int:
-        if type(user_id) is not str:
-            user_id = _id_text(user_id)
-        if len(user_id) > self.user_ids_.dtype.itemsize // 4:
-            # Longer than every known id. Searching would first copy all the
-            # ids to the wider string type: 30 µs and 0.8 MB per request.
-            return -1
-        row = int(np.searchsorted(self.user_ids_, user_id))
-        if row < self.user_ids_.shape[0] and self.user_ids_[row] == user_id:
-            return row
-        return -1
-
-    def _first_upcoming(self, as_of: float | None) -> int:
-        """Return the index of the first item that starts after ``as_of`` (items are by start)."""
-        now = time.time() if as_of is None else as_of
-        return int(np.searchsorted(self.item_starts_at_, now, side="right"))
-
-    def _finish(self, scores: np.ndarray, first: int, row: int, n: int,
-                strategy: str) -> Recommendation:
-        """Take the top n of ``scores`` (a fresh array for items ``first:``), minus seen items."""
-        if row >= 0:
-            seen = self.seen_indices_[self.seen_indptr_[row]:self.seen_indptr_[row + 1]]
-            scores[seen[seen >= first] - first] = -np.inf
-        top = _top(scores, n)
-        items = top + first
-        return Recommendation(items, self.item_ids_[items], scores[top].astype(np.float64),
-                              strategy)
-
-    def recommend_batch(self, user_ids: Sequence[str], n: int = 10,
-                        as_of: float | None = None) -> list[Recommendation]:
-        """Return ``recommend(user_id, n, as_of)`` for each user, all as of the same instant."""
-        as_of = time.time() if as_of is None else as_of
-        return [self.recommend(user_id, n, as_of) for user_id in user_ids]
-
-
-class EventRecommender(_Catalogued, BaseEstimator):
+class EventRecommender(Catalogued, BaseEstimator):
     """Recommend upcoming events with PureSVD on recency-decayed implicit feedback.
 
     Fitting builds the user x item matrix of summed interaction strengths,
@@ -294,7 +116,7 @@ class EventRecommender(_Catalogued, BaseEstimator):
         rows, cols, weight, decay = self._index_data(X, items)
         value = self.WEIGHTINGS[self.weighting](weight) * decay
         if np.isfinite(self.user_half_life):
-            value *= np.exp2(-_later_rows(rows, X.timestamp) / self.user_half_life)
+            value *= np.exp2(-later_rows(rows, X.timestamp) / self.user_half_life)
         n_users, n_items = self.user_ids_.shape[0], self.item_ids_.shape[0]
         matrix = sparse.csr_matrix((value, (rows, cols)), shape=(n_users, n_items))
         matrix.sum_duplicates()
@@ -315,7 +137,7 @@ class EventRecommender(_Catalogued, BaseEstimator):
         # event listed yesterday that sold well is hot, not smaller than old ones.
         first_seen = np.full(n_items, self.fitted_as_of_)
         np.minimum.at(first_seen, cols, np.asarray(X.timestamp, dtype=np.float64))
-        exposure = (np.maximum((self.fitted_as_of_ - first_seen) / _DAY, 1.0)
+        exposure = (np.maximum((self.fitted_as_of_ - first_seen) / DAY, 1.0)
                     if self.prior_per_day else 1.0)
         prior = np.log1p(self.item_popularity_.astype(np.float64) / exposure)
         prior /= max(prior.max(), 1e-12)
@@ -476,27 +298,3 @@ class EventRecommender(_Catalogued, BaseEstimator):
                 return self._finish(np.array(self.cluster_item_scores_[match[0], first:]), first,
                                     -1, n, "cold_start_taste")
         return self._finish(np.array(self.item_popularity_[first:]), first, -1, n, "cold_start")
-
-
-class PopularityRecommender(_Catalogued, BaseEstimator):
-    """Recommend the most popular upcoming items (recency-weighted), the evaluation baseline.
-
-    Same interface as :class:`EventRecommender`; seen items are excluded too,
-    so the comparison isolates personalisation.
-    """
-
-    def __init__(self, *, half_life_days: float = 14.0):
-        self.half_life_days = half_life_days
-
-    def fit(self, X, y=None, *, items=None) -> "PopularityRecommender":
-        """Learn recency-weighted item popularity and each user's seen items."""
-        self._index_data(X, items)
-        return self
-
-    def recommend(self, user_id: str, n: int = 10, as_of: float | None = None, *,
-                  taste: str | None = None, use_ranking: bool = True) -> Recommendation:
-        """Return the n most popular upcoming items the user has not seen."""
-        check_is_fitted(self)
-        first = self._first_upcoming(as_of)
-        return self._finish(np.array(self.item_popularity_[first:]), first,
-                            self._user_row(user_id), n, "popular")

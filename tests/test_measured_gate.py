@@ -75,7 +75,7 @@ def test_ten_good_runs_of_other_seeds_and_dates_are_all_accepted(gate_history, g
     ("items", "check_measured_quality", "does not beat popularity's"),
     ("other_data", "check_probes_known", "are unknown to the model"),
     ("cut_catalogue", "check_probes_known", "probe items"),
-    ("popularity", "check_fitted_estimator", "is a service.recommender.PopularityRecommender"),
+    ("popularity", "check_fitted_estimator", "is a service.popularity.PopularityRecommender"),
 ])
 def test_a_model_damaged_after_evaluation_is_rejected(gate_history, gate_settings,
                                                       kind, failing, words):

@@ -530,7 +530,7 @@ def test_unfitted_and_wrong_models_fail_the_estimator_check(fitted, golden_conte
 
     with pytest.raises(CheckFailure, match="model is not fitted"):
         sanity_tests.check_fitted_estimator(EventRecommender(), golden_context)
-    with pytest.raises(CheckFailure, match="is a service.recommender.PopularityRecommender"):
+    with pytest.raises(CheckFailure, match="is a service.popularity.PopularityRecommender"):
         sanity_tests.check_fitted_estimator(PopularityRecommender(), golden_context)
 
 
