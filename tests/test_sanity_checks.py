@@ -440,14 +440,14 @@ def as_impostor(model):
     (with_nan_feature_weights, {"check_finite_arrays", "check_new_events_scored"},
      "feature_weights_ has 1 non-finite value(s) at (0, 0)"),
     (with_sunk_new_events, {"check_new_events_recommended"},
-     "none of 20 golden users was recommended any of 100 new events"),
+     "none of 20 golden users ranks any of 100 new events copied"),
     (with_truncated("item_categories_", 10), {"check_array_shapes", "check_new_events_scored",
                                               "check_new_events_recommended"},
      "item_categories_ has shape (10,), expected (833,)"),
     # Requests read the fit-time ranking, so broken factors show when the
     # catalogue is scored; the shape check names the cause.
     (with_wide_item_factors, {"check_array_shapes", "check_ranking_matches_scoring",
-                              "check_measured_quality"},
+                              "check_measured_quality", "check_new_events_recommended"},
      "item_factors_ has shape (833, 41), expected (833, 40) (factors 40 as in"),  # 8 + 32 content
     (with_truncated("item_popularity_", 10), {"check_array_shapes", "check_cold_start",
                                               "check_measured_quality"},
