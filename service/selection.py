@@ -78,12 +78,10 @@ class Selector:
             metrics.CHECK_SECONDS.labels(check["name"]).observe(check["seconds"])
             if not check["passed"]:
                 metrics.REJECTIONS.labels(check["name"]).inc()
-        if verdict.passed:
-            logger.info("run %s passed every check in %.2f s", record.run_id, verdict.seconds)
-        for check in verdict.checks:
-            if not check["passed"]:
                 logger.warning("run %s rejected by %s: %s", record.run_id, check["name"],
                                check["message"])
+        if verdict.passed:
+            logger.info("run %s passed every check in %.2f s", record.run_id, verdict.seconds)
         return evaluation
 
     def _walk(self, decision: Decision, candidates: list[RunRecord], pin: Pin | None,
