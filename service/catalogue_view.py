@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.filters import ItemFilter
+from service.candidate_blocks import Block, BlockCache, gather
 from service.catalogued import top_indices
+from service.filters import ItemFilter
 from service.servable import Recommendation
 
 
@@ -79,8 +80,13 @@ class CatalogueView:
     by_category: dict[int, np.ndarray]
     by_pair: dict[int, np.ndarray]
     new: NewItems | None = None
+    #: True when this module scores the model itself (see scores_by_factors).
+    by_factors: bool = False
     #: The item ids of model and new items together, for the answer.
     item_ids: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=str))
+    #: Each filter's candidates with their factors (service.candidate_blocks).
+    blocks: BlockCache = field(default_factory=BlockCache, init=False, repr=False,
+                               compare=False)
 
     @property
     def plain(self) -> bool:
@@ -117,7 +123,7 @@ def build_view(model, available: np.ndarray | None = None) -> CatalogueView:
         city_codes=city_codes, category_codes=category_codes, cities=cities,
         categories=categories, available=available, by_city=_postings(city_codes, keep),
         by_category=_postings(category_codes, keep), by_pair=_postings(pair, keep),
-        item_ids=np.asarray(model.item_ids_))
+        item_ids=np.asarray(model.item_ids_), by_factors=scores_by_factors(model))
 
 
 def _window(view: CatalogueView, item_filter: ItemFilter, first: int) -> tuple[int, int]:
@@ -130,8 +136,13 @@ def _window(view: CatalogueView, item_filter: ItemFilter, first: int) -> tuple[i
     return lo, max(lo, hi)
 
 
-def _candidates(view: CatalogueView, item_filter: ItemFilter, lo: int, hi: int,
-                cities: np.ndarray | None, categories: np.ndarray | None) -> np.ndarray:
+#: A known user's filtered list is scored outright when the filter leaves at most
+#: this many items: cheaper than looking for n matches in the fit-time ranking.
+SCORE_DIRECTLY_UP_TO = 512
+
+
+def _candidates(view: CatalogueView, lo: int, hi: int, cities: np.ndarray | None,
+                categories: np.ndarray | None) -> np.ndarray:
     """Return the ascending model item indices in [lo, hi) that match and are available."""
     if cities is None and categories is None:
         span = np.arange(lo, hi)
@@ -148,6 +159,16 @@ def _candidates(view: CatalogueView, item_filter: ItemFilter, lo: int, hi: int,
     if not parts:
         return np.empty(0, dtype=np.int32)
     return parts[0] if len(parts) == 1 else np.sort(np.concatenate(parts))
+
+
+def _block(view: CatalogueView, model, cities: np.ndarray | None,
+           categories: np.ndarray | None) -> Block:
+    """Return the block of every available model item matching the cities and categories."""
+    key = (None if cities is None else tuple(cities.tolist()),
+           None if categories is None else tuple(categories.tolist()))
+    return view.blocks.get(key, lambda: gather(
+        _candidates(view, 0, view.n_model, cities, categories), model.item_factors_,
+        model.item_bias_))
 
 
 def _matches(view: CatalogueView, items: np.ndarray, lo: int, hi: int,
@@ -197,11 +218,14 @@ def recommend(model, view: CatalogueView, user_id: str, n: int, as_of: float, *,
     categories = view.wanted(item_filter.categories, view.categories)
     first = int(np.searchsorted(view.starts_at, as_of, side="right"))
     lo, hi = _window(view, item_filter, first)
-    if not scores_by_factors(model):
+    if not view.by_factors:
         return _through_model(model, view, user_id, n, as_of, taste, lo, hi, cities, categories)
     fresh = _new_candidates(view, item_filter, as_of, cities, categories)
     row = model._user_row(user_id)
-    if row >= 0 and first >= model.ranked_from_:
+    block = _block(view, model, cities, categories)
+    part = block.window(lo, hi)
+    candidates = block.items[part]
+    if row >= 0 and candidates.size > SCORE_DIRECTLY_UP_TO and first >= model.ranked_from_:
         ranking = model.user_ranking_[row]
         kept = np.flatnonzero(_matches(view, ranking, lo, hi, cities, categories))[:n]
         if kept.size >= n or ranking[-1] < 0:  # exact: see EventRecommender._from_ranking
@@ -210,10 +234,9 @@ def recommend(model, view: CatalogueView, user_id: str, n: int, as_of: float, *,
                 return Recommendation(old, view.item_ids[old], old_scores.astype(np.float64),
                                       "personalised")
             return _with_new(view, model, row, old, old_scores, fresh, n)
-    candidates = _candidates(view, item_filter, lo, hi, cities, categories)
     if row >= 0:
-        scores = model.item_factors_[candidates] @ model.user_factors_[row]
-        scores += model.item_bias_[candidates]
+        scores = block.factors[part] @ model.user_factors_[row]
+        scores += block.bias[part]
         seen = model.seen_indices_[model.seen_indptr_[row]:model.seen_indptr_[row + 1]]
         if seen.size:  # both ascending: a search, not isin's sort
             at = np.minimum(np.searchsorted(seen, candidates), seen.size - 1)

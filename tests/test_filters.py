@@ -93,3 +93,29 @@ def test_parse_filter(given, expected):
 def test_parse_filter_refuses_bad_values(given):
     with pytest.raises(FilterError):
         parse_filter(given)
+
+
+def test_candidate_blocks_stay_within_their_budget_and_drop_the_least_recently_used():
+    from service.candidate_blocks import BlockCache, gather
+
+    factors, bias = np.arange(40, dtype=np.float32).reshape(20, 2), np.zeros(20, np.float32)
+    built = []
+
+    def build(items):
+        built.append(tuple(items))
+        return gather(np.array(items, dtype=np.int32), factors, bias)
+
+    one = build([1, 4, 9])
+    cache = BlockCache(budget=2 * one.nbytes)
+    built.clear()
+    first = cache.get("a", lambda: build([1, 4, 9]))
+    np.testing.assert_array_equal(first.factors, factors[[1, 4, 9]])
+    assert first.items[first.window(2, 10)].tolist() == [4, 9]
+    cache.get("b", lambda: build([2, 3, 5]))
+    assert cache.get("a", lambda: build([0, 0, 0])) is first  # a hit builds nothing
+    cache.get("c", lambda: build([6, 7, 8]))  # over budget: "b" was used least recently
+    assert cache.get("a", lambda: build([0, 0, 0])) is first
+    cache.get("b", lambda: build([2, 3, 5]))
+    assert built == [(1, 4, 9), (2, 3, 5), (6, 7, 8), (2, 3, 5)]
+    whole = gather(np.arange(20, dtype=np.int32), factors, bias)
+    assert whole.factors is factors  # every item: the model's own array, no copy
