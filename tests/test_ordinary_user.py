@@ -39,9 +39,19 @@ def _account(name: str) -> int:
                               check=True).stdout)
 
 
-def _linked_copy(source: Path, target: Path) -> Path:
-    """Copy a tree as hard links (the same disk): seconds for the whole interpreter."""
-    subprocess.run(["cp", "-al", str(source), str(target)], check=True)
+def _linked_copy(source: Path, target: Path, leave_out: tuple[Path, ...] = ()) -> Path:
+    """Copy a tree as hard links (the same disk), without the subtrees in ``leave_out``.
+
+    Seconds for the whole interpreter; removing the copy costs one unlink a
+    file, so what the account never reads is not copied.
+    """
+    if not any(source in part.parents for part in leave_out):
+        subprocess.run(["cp", "-al", str(source), str(target)], check=True)
+        return target
+    target.mkdir()
+    for entry in source.iterdir():
+        if entry not in leave_out:
+            _linked_copy(entry, target / entry.name, leave_out)
     return target
 
 
@@ -60,7 +70,11 @@ def host(tmp_path_factory):
             SHARED_CACHE.mkdir()
             os.chown(SHARED_CACHE, other, other)
         sandbox.chmod(0o755)
-        base = _linked_copy(Path(sys.base_prefix), sandbox / "python")
+        # Not the interpreter's own packages (a venv never reads them) nor its test suite:
+        # half of its files.
+        stdlib = Path(sysconfig.get_paths()["stdlib"])
+        base = _linked_copy(Path(sys.base_prefix), sandbox / "python",
+                            leave_out=(stdlib / "site-packages", stdlib / "test"))
         packages = _linked_copy(Path(sysconfig.get_paths()["purelib"]), sandbox / "packages")
         project = sandbox / "project"
         project.mkdir()
