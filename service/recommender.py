@@ -13,7 +13,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from service import item_features
-from service.catalogued import DAY, Catalogued, later_rows, recency_weight
+from service.catalogued import Catalogued, later_rows, momentum
 from service.popularity import PopularityRecommender
 from service.servable import ArraySpec, Recommendation
 
@@ -35,7 +35,7 @@ class EventRecommender(Catalogued, BaseEstimator):
     matrix gives item factors V and user factors (the user's row projected on
     V, normalised to unit length). A user's scores are ``V @ u`` plus
     ``popularity_weight`` times a log-scaled popularity prior, the item's
-    momentum (see ``_item_rate``).
+    momentum (see ``catalogued.momentum``).
 
     Why this model: on implicit feedback PureSVD is a strong, simple baseline
     that beats ALS/BPR-style methods on top-n accuracy in several studies, it
@@ -141,7 +141,9 @@ class EventRecommender(Catalogued, BaseEstimator):
         self.item_factors_ = np.ascontiguousarray(item_factors, dtype=np.float32)
         self.user_factors_ = np.ascontiguousarray(user_factors, dtype=np.float32)
 
-        prior = np.log1p(self._item_rate(X, cols, weight))
+        timestamp = np.asarray(X.timestamp, dtype=np.float64)
+        prior = np.log1p(momentum(cols, weight, timestamp, self.fitted_as_of_, n_items,
+                                  self.prior_half_life_days, self.prior_per_day))
         prior /= max(prior.max(), 1e-12)
         scale = float(np.linalg.norm(item_factors, axis=1).max()) or 1.0
         self.item_bias_ = (self.popularity_weight * scale * prior).astype(np.float32)
@@ -160,29 +162,6 @@ class EventRecommender(Catalogued, BaseEstimator):
         self.schema_version_ = self.SCHEMA_VERSION
         self.n_users_, self.n_items_ = n_users, n_items
         return self
-
-    def _item_rate(self, X, cols: np.ndarray, weight: np.ndarray) -> np.ndarray:
-        """Return each item's recent interaction weight per day: its momentum.
-
-        Weights decay with ``prior_half_life_days`` and are divided by the
-        exposure decayed alike, since the item's first interaction (at least a
-        day): an event listed yesterday that sold well is hot, not smaller than
-        old ones for having had less time, and an old event whose interest
-        grows as its start nears rises too. ``prior_per_day=False``: the
-        decayed total, whatever the exposure.
-        """
-        timestamp = np.asarray(X.timestamp, dtype=np.float64)
-        half_life = self.prior_half_life_days
-        recent = np.bincount(cols, weights=weight * recency_weight(
-            timestamp, self.fitted_as_of_, half_life), minlength=self.item_ids_.shape[0])
-        if not self.prior_per_day:
-            return recent
-        first_seen = np.full(recent.shape, self.fitted_as_of_)
-        np.minimum.at(first_seen, cols, timestamp)
-        age = np.maximum((self.fitted_as_of_ - first_seen) / DAY, 1.0)
-        exposure = (age if not np.isfinite(half_life)
-                    else half_life / np.log(2.0) * -np.expm1(-np.log(2.0) * age / half_life))
-        return recent / exposure
 
     def _learn_metadata(self, items, counts: np.ndarray, matrix: sparse.csr_matrix) -> None:
         """Fit the metadata map, blend it into items with few interactions, add content dims.
