@@ -13,7 +13,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from service import item_features
-from service.catalogued import DAY, Catalogued, later_rows
+from service.catalogued import Catalogued, later_rows, momentum
 from service.popularity import PopularityRecommender
 from service.servable import ArraySpec, Recommendation
 
@@ -29,12 +29,13 @@ class EventRecommender(Catalogued, BaseEstimator):
     ``log1p(weight)``), decayed by age with ``half_life_days`` (``inf``: no
     decay) and, with a finite ``user_half_life``, halved for every that many
     later interactions of the same user (a user's latest taste counts most,
-    whenever they were active), damps repeats with ``log1p``, and scales each item column by
-    ``count ** -0.25`` so blockbusters do not swamp the factors. A truncated
-    SVD (randomized, ``n_components``) of that matrix gives item factors V and
-    user factors (the user's row projected on V, normalised to unit length).
-    A user's scores are ``V @ u`` plus ``popularity_weight`` times a
-    log-scaled, recency-weighted popularity prior.
+    whenever they were active), damps repeats with ``log1p``, and scales each
+    item column by ``count ** -count_exponent`` so blockbusters do not swamp
+    the factors. A truncated SVD (randomized, ``n_components``) of that
+    matrix gives item factors V and user factors (the user's row projected on
+    V, normalised to unit length). A user's scores are ``V @ u`` plus
+    ``popularity_weight`` times a log-scaled popularity prior, the item's
+    momentum (see ``catalogued.momentum``).
 
     Why this model: on implicit feedback PureSVD is a strong, simple baseline
     that beats ALS/BPR-style methods on top-n accuracy in several studies, it
@@ -56,9 +57,13 @@ class EventRecommender(Catalogued, BaseEstimator):
     hashed performer/venue dimensions (weighted ``new_content_weight`` for an
     item without interactions, moving to ``content_weight``) carry
     fans' loyalty; the live catalogue scores events listed after the fit
-    with the same map (service/item_features.py). The popularity prior is
-    popularity per day since an item's first interaction, so a hot new event
-    is not ranked below old ones for having had less time.
+    with the same map (service/item_features.py). The factors' length grows
+    with an item's count (an SVD projection), so a young event with a few
+    interactions ranked below both old hits and events with none; a
+    ``count_exponent`` above 0.25 flattens that valley and leaves demand to
+    the prior, which is momentum: interactions per day since the item's first
+    one, over a window of ``prior_half_life_days``, so a hot new event or one
+    whose start nears rises.
 
     Seen items (``X.seen``: bought or rated, not viewed) are never
     recommended back to that user; see service/training/data.py.
@@ -82,12 +87,13 @@ class EventRecommender(Catalogued, BaseEstimator):
     WEIGHTINGS = {"raw": lambda w: w, "binary": np.ones_like, "log": np.log1p}
 
     def __init__(self, *, n_components: int = 64, n_clusters: int = 8,
-                 popularity_weight: float = 0.1, half_life_days: float = 14.0,
+                 popularity_weight: float = 0.15, half_life_days: float = 14.0,
                  user_half_life: float = np.inf, weighting: str = "raw", n_ranked: int = 100,
                  metadata_shrinkage: float = 3.0, metadata_min_count: int = 5,
                  metadata_alpha: float = 1.0, content_dims: int = 32,
                  content_weight: float = 0.1, new_content_weight: float = 0.175,
-                 prior_per_day: bool = True,
+                 prior_per_day: bool = True, prior_half_life_days: float = 4.0,
+                 count_exponent: float = 0.35,
                  random_state: int = 0):
         self.n_components = n_components
         self.n_clusters = n_clusters
@@ -103,6 +109,8 @@ class EventRecommender(Catalogued, BaseEstimator):
         self.content_weight = content_weight
         self.new_content_weight = new_content_weight
         self.prior_per_day = prior_per_day
+        self.prior_half_life_days = prior_half_life_days
+        self.count_exponent = count_exponent
         self.random_state = random_state
 
     def fit(self, X, y=None, *, items=None) -> "EventRecommender":
@@ -122,7 +130,7 @@ class EventRecommender(Catalogued, BaseEstimator):
         matrix.sum_duplicates()
         matrix.data = np.log1p(matrix.data)
         counts = np.bincount(cols, minlength=n_items).astype(np.float64)
-        matrix = matrix @ sparse.diags(np.where(counts > 0, counts, 1.0) ** -0.25)
+        matrix = matrix @ sparse.diags(np.where(counts > 0, counts, 1.0) ** -self.count_exponent)
         matrix = matrix.tocsr()
 
         k = int(max(1, min(self.n_components, min(n_users, n_items) - 1)))
@@ -133,13 +141,9 @@ class EventRecommender(Catalogued, BaseEstimator):
         self.item_factors_ = np.ascontiguousarray(item_factors, dtype=np.float32)
         self.user_factors_ = np.ascontiguousarray(user_factors, dtype=np.float32)
 
-        # The prior is popularity per day since the item's first interaction: an
-        # event listed yesterday that sold well is hot, not smaller than old ones.
-        first_seen = np.full(n_items, self.fitted_as_of_)
-        np.minimum.at(first_seen, cols, np.asarray(X.timestamp, dtype=np.float64))
-        exposure = (np.maximum((self.fitted_as_of_ - first_seen) / DAY, 1.0)
-                    if self.prior_per_day else 1.0)
-        prior = np.log1p(self.item_popularity_.astype(np.float64) / exposure)
+        timestamp = np.asarray(X.timestamp, dtype=np.float64)
+        prior = np.log1p(momentum(cols, weight, timestamp, self.fitted_as_of_, n_items,
+                                  self.prior_half_life_days, self.prior_per_day))
         prior /= max(prior.max(), 1e-12)
         scale = float(np.linalg.norm(item_factors, axis=1).max()) or 1.0
         self.item_bias_ = (self.popularity_weight * scale * prior).astype(np.float32)

@@ -244,3 +244,21 @@ def test_weightings_and_half_lives_change_the_factors(small_world, fitted_model,
 def test_unknown_weighting_is_refused(small_world):
     with pytest.raises(ValueError, match="weighting 'square' is not one of raw, binary, log"):
         EventRecommender(weighting="square").fit(small_world[0])
+
+
+def test_momentum_ranks_a_hot_new_item_above_an_old_one_that_sold_as_much():
+    from service.catalogued import DAY, momentum
+
+    now = 100 * DAY
+    # Item 0: 10 sales over the last day; item 1: 10 sales spread over 40 days.
+    items = np.repeat([0, 1], 10)
+    timestamp = np.concatenate([now - np.linspace(0.0, 0.9, 10) * DAY,
+                                now - np.linspace(0.0, 40.0, 10) * DAY])
+    weight = np.full(20, 5.0)
+    rate = momentum(items, weight, timestamp, now, 3, 4.0)
+    assert rate[0] > 5 * rate[1] and rate[2] == 0.0
+    # No decay: sales per day since the first; not per day: the decayed total.
+    np.testing.assert_allclose(momentum(items, weight, timestamp, now, 3, np.inf),
+                               [50.0, 50.0 / 40.0, 0.0])
+    total = momentum(items, weight, timestamp, now, 3, 4.0, per_day=False)
+    assert total[0] > total[1] and total[0] <= 50.0

@@ -87,9 +87,12 @@ def measure(as_of: str, days: int = 7, seed: int = 0, slot_users: int = 2000,
     fresh = later.item_id[listed_on >= fit_day]
     params = {"n_components": 32, "random_state": seed, **(params or {})}
     model = EventRecommender(**params).fit(log, items=catalogue)
-    # Today's model: the collaborative model alone, as on main before metadata scoring.
+    # Today's model: the collaborative model alone, as on main before metadata scoring
+    # (its column scaling, prior and prior weight, whatever the defaults are now).
     today = EventRecommender(**{**params, "metadata_shrinkage": 0, "content_dims": 0,
-                                "prior_per_day": False}).fit(log, items=catalogue)
+                                "prior_per_day": False, "prior_half_life_days": 14.0,
+                                "count_exponent": 0.25, "popularity_weight": 0.1,
+                                }).fit(log, items=catalogue)
     popular = PopularityRecommender().fit(log, items=catalogue)
     views = {t: overlay(model, _subset(later, listed_on <= fit_day + t))[0] for t in range(days)}
     today_view = build_view(today)
