@@ -199,9 +199,8 @@ class LineupTrainFlow(FlowSpec):
             (split.train, evaluation.sample_users(split.truth, self.search_users, self.seed),
              split.as_of) for split in splits]
         self.evaluation_protocol = dict(test.description, validation=dict(
-            validation.description, scored_users=len(self.validation_splits[0][1])))
-        if len(splits) > 1:
-            self.evaluation_protocol["also_validated_on"] = splits[1].description
+            validation.description, scored_users=len(self.validation_splits[0][1])),
+            **{"also_validated_on": split.description for split in splits[1:]})
         self.golden_users = evaluation.golden_users(self.truth, 50, self.seed)
         span_days = (float(validation.train.timestamp.max())
                      - float(validation.train.timestamp.min())) / 86_400.0
