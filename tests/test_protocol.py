@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from service.training import bootstrap, protocol, search
+from service.training import bootstrap, evaluation, protocol, search
 from service.training.data import Interactions
 
 DAY = 86_400.0
@@ -52,6 +52,47 @@ def test_choose_falls_back_to_last_k_when_no_window_has_enough_users():
     validation = protocol.nested(split, min_users=5, k=1, max_share=0.2)
     assert validation.description["kind"] == "last_k" and len(validation.truth) == 6
     assert len(validation.train) == len(split.train) - 6
+
+
+def test_beside_last_k_the_search_also_validates_on_a_thin_time_window():
+    # 12 users rate a{n} on day 0 and b{n} on day 1; users 0-5 also rate c{n} on day 20 + n
+    # and d{n} on day 40. No window within 10% of the rows reaches 10 users, so the holdout
+    # is each user's last rating (d{n} or b{n}).
+    rows = [(f"u{n}", f"{item}{n}", day, True) for n in range(12) for item, day in
+            (("a", 0), ("b", 1)) + ((("c", 20 + n), ("d", 40)) if n < 6 else ())]
+    log = _log(rows)
+    test = protocol.choose(log, 41 * DAY, holdout_days=1, min_users=10, k=1, max_share=0.1)
+    assert test.description["kind"] == "last_k" and len(test.truth) == 12
+    splits = protocol.validations(test, holdout_days=1, min_users=10, k=1, max_share=0.5,
+                                  min_window_users=2)
+    assert [split.description["kind"] for split in splits] == ["last_k", "time_window"]
+    # The window is carved from the holdout's training rows (it ends after c5, not d5) and
+    # grown from 1 day (c5 alone) to 2 days (c4 and c5).
+    window = splits[1]
+    assert window.description["days"] == 2 and window.description["min_users"] == 2
+    assert {user: items.tolist() for user, items in window.truth.items()} == {
+        "u4": ["c4"], "u5": ["c5"]}
+    assert len(window.train) == len(test.train) - 2
+    # Too few users in any window within the share: last_k alone.
+    alone = protocol.validations(test, holdout_days=1, min_users=10, k=1, max_share=0.5,
+                                 min_window_users=50)
+    assert [split.description["kind"] for split in alone] == ["last_k"]
+    # A time-window holdout keeps its single nested window.
+    windowed = protocol.choose(log, 41 * DAY, holdout_days=1, min_users=2, k=1, max_share=0.1)
+    assert windowed.description["kind"] == "time_window"
+    assert len(protocol.validations(windowed, holdout_days=1, min_users=2, k=1, max_share=0.1,
+                                    min_window_users=1)) == 1
+
+
+def test_the_combined_metric_weighs_each_split_by_the_root_of_its_users():
+    big = {"ndcg@10": 0.1, "recall@10": 0.3, "users": 900.0}
+    thin = {"ndcg@10": 0.4, "recall@10": 0.9, "users": 100.0}
+    both = evaluation.combined([big, thin])
+    # weights 30 and 10: exp((30 log 0.1 + 10 log 0.4) / 40) = 0.1 * 4 ** 0.25
+    assert both["ndcg@10"] == pytest.approx(0.1 * 4 ** 0.25)
+    assert both["recall@10"] == 0.3 and both["users"] == 900.0
+    assert (both["ndcg@10 0"], both["ndcg@10 1"]) == (0.1, 0.4)
+    assert evaluation.combined([thin]) == thin
 
 
 def test_bootstrap_intervals_hold_the_mean_and_pairing_narrows_them():

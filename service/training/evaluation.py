@@ -110,6 +110,22 @@ def ranking_metrics(model: Any, truth: dict[str, np.ndarray], as_of: float,
     return summarise(model, per_user_metrics(model, truth, as_of, k), as_of)
 
 
+def combined(metrics: list[dict[str, float]]) -> dict[str, float]:
+    """Return the first split's metrics, NDCG@k the splits' weighted geometric mean.
+
+    Each split's log NDCG@k weighs the square root of its users (the inverse
+    of its standard error), so a thin time window counts but cannot outvote
+    a per-user split ten times its size; each split's own NDCG@k is kept as
+    ``"ndcg@k <i>"``. One split: its metrics unchanged.
+    """
+    if len(metrics) == 1:
+        return metrics[0]
+    weights = np.sqrt([max(split["users"], 1.0) for split in metrics])
+    logs = np.log([max(split[PRIMARY_METRIC], 1e-12) for split in metrics])
+    return {**metrics[0], PRIMARY_METRIC: float(np.exp(weights @ logs / weights.sum())),
+            **{f"{PRIMARY_METRIC} {i}": split[PRIMARY_METRIC] for i, split in enumerate(metrics)}}
+
+
 def sample_users(truth: dict[str, np.ndarray], count: int,
                  seed: int = 0) -> dict[str, np.ndarray]:
     """Return ``truth`` restricted to about ``count`` of its users, drawn deterministically."""

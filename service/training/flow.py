@@ -29,8 +29,9 @@ class LineupTrainFlow(FlowSpec):
        the deterministic sample world when no file is given
     2) split: hold out enough evaluation users (a time window grown until it
        has ``min_eval_users``, else each user's last ``holdout_last``), carve
-       the validation split from the training rows by the same rule, and set
-       the search space
+       the validation split from the training rows by the same rule (beside
+       last-k, also a time window of ``min_window_users``), and set the
+       search space
     3) train: foreach task, a coordinate descent over the search space from
        the defaults (each task takes the axes in its own order), fitting and
        scoring on the validation split within ``search_seconds``, one BLAS
@@ -86,6 +87,10 @@ class LineupTrainFlow(FlowSpec):
                                help="Evaluation users the holdout (and validation) should have")
     holdout_last = Parameter("holdout_last", default=5, type=int,
                              help="k of the per-user fallback: each user's last k seen rows")
+    min_window_users = Parameter("min_window_users", default=50, type=int,
+                                 help="Beside a last-k holdout, also validate on a time window "
+                                      "grown to this many users, when one within "
+                                      "max_holdout_share reaches them")
     max_holdout_share = Parameter("max_holdout_share", default=0.25, type=float,
                                   help="Largest share of the rows a time window may hold out")
     grid = Parameter("grid", default="16,32,64,128",
@@ -180,17 +185,22 @@ class LineupTrainFlow(FlowSpec):
         if not test.truth:
             raise ValueError(f"no known user saw anything new in the holdout "
                              f"({test.description}); cannot evaluate")
-        validation = protocol.nested(test, min_users=self.min_eval_users, k=self.holdout_last,
-                                     max_share=self.max_holdout_share)
+        splits = protocol.validations(
+            test, holdout_days=self.holdout_days, min_users=self.min_eval_users,
+            k=self.holdout_last, max_share=self.max_holdout_share,
+            min_window_users=self.min_window_users)
+        validation = splits[0]
         if not validation.truth:
             raise ValueError(f"no known user saw anything new in the validation split "
                              f"({validation.description}); cannot tune")
         self.train_log, self.truth, self.holdout_start = test.train, test.truth, test.as_of
-        self.validation_log, self.validation_as_of = validation.train, validation.as_of
-        self.validation_truth = evaluation.sample_users(validation.truth, self.search_users,
-                                                        self.seed)
+        # (training rows, sampled truth, as_of) of each split the search scores a point on.
+        self.validation_splits = [
+            (split.train, evaluation.sample_users(split.truth, self.search_users, self.seed),
+             split.as_of) for split in splits]
         self.evaluation_protocol = dict(test.description, validation=dict(
-            validation.description, scored_users=len(self.validation_truth)))
+            validation.description, scored_users=len(self.validation_splits[0][1])),
+            **{"also_validated_on": split.description for split in splits[1:]})
         self.golden_users = evaluation.golden_users(self.truth, 50, self.seed)
         span_days = (float(validation.train.timestamp.max())
                      - float(validation.train.timestamp.min())) / 86_400.0
@@ -272,16 +282,17 @@ class LineupTrainFlow(FlowSpec):
         # What the gate recomputes on the artifact it loads (service/training/probes.py).
         self.gate_probes = build_probes(self.model, self.log, self.golden_users)
         # The big inputs are not needed downstream; keep the datastore small.
-        self.train_log = self.validation_log = self.truth = self.validation_truth = None
+        self.train_log = self.validation_splits = self.truth = None
         self.next(self.end)
 
     def _score(self, point):
-        """Fit ``point`` on the validation split's training rows; return its validation metrics."""
+        """Fit ``point`` on each validation split's training rows; return the combined metrics."""
         from service.training import evaluation
 
-        model = evaluation.scoring_model(self.model_class, point, self.seed).fit(
-            self.validation_log, items=self.catalogue)
-        return evaluation.ranking_metrics(model, self.validation_truth, self.validation_as_of)
+        return evaluation.combined([evaluation.ranking_metrics(
+            evaluation.scoring_model(self.model_class, point, self.seed).fit(
+                train, items=self.catalogue), truth, as_of)
+            for train, truth, as_of in self.validation_splits])
 
     @card(type="blank", id="training")
     @step
