@@ -20,16 +20,16 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from metaflow import Parameter
 
+from service.training.flow import LineupTrainFlow
 from tests.conftest import REGION
 
 FLOW_FILE = Path(__file__).resolve().parent.parent / "service" / "training" / "flow.py"
 STEPS = ("start", "split", "train", "join", "evaluate", "end")
-PARAMETERS = {"interactions", "items", "as_of", "model", "seed", "sample_users", "sample_events",
-              "sample_interactions", "holdout_days", "grid", "columns", "seen_kinds",
-              "min_eval_users", "holdout_last", "max_holdout_share", "half_lives",
-              "user_half_lives", "popularity_weights", "weightings", "search_tasks",
-              "search_seconds", "search_users"}
+#: Every Parameter of the flow, which the deployed template must let a run set.
+PARAMETERS = {value.name for value in vars(LineupTrainFlow).values()
+              if isinstance(value, Parameter)}
 #: What ``@schedule(daily=True)`` becomes: 00:00 UTC every day. EventBridge
 #: takes the six-field form; Argo keeps the first five fields.
 DAILY_EVENTBRIDGE = "cron(0 0 * * ? *)"
