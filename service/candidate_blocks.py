@@ -32,6 +32,9 @@ class Block:
     items: np.ndarray
     factors: np.ndarray
     bias: np.ndarray
+    #: The city and category codes the items match (None: any), resolved once with the block.
+    cities: np.ndarray | None = None
+    categories: np.ndarray | None = None
 
     @property
     def nbytes(self) -> int:
@@ -42,11 +45,12 @@ class Block:
         return slice(int(self.items.searchsorted(lo)), int(self.items.searchsorted(hi)))
 
 
-def gather(items: np.ndarray, factors: np.ndarray, bias: np.ndarray) -> Block:
+def gather(items: np.ndarray, factors: np.ndarray, bias: np.ndarray, *,
+           cities: np.ndarray | None = None, categories: np.ndarray | None = None) -> Block:
     """Copy the rows of ``items`` into a block (a view when they are every row)."""
     if items.size == factors.shape[0]:  # ascending and unique: every item, in order
-        return Block(items, factors, bias)
-    return Block(items, np.ascontiguousarray(factors[items]), bias[items])
+        return Block(items, factors, bias, cities, categories)
+    return Block(items, np.ascontiguousarray(factors[items]), bias[items], cities, categories)
 
 
 class BlockCache:

@@ -161,14 +161,20 @@ def _candidates(view: CatalogueView, lo: int, hi: int, cities: np.ndarray | None
     return parts[0] if len(parts) == 1 else np.sort(np.concatenate(parts))
 
 
-def _block(view: CatalogueView, model, cities: np.ndarray | None,
-           categories: np.ndarray | None) -> Block:
-    """Return the block of every available model item matching the cities and categories."""
-    key = (None if cities is None else tuple(cities.tolist()),
-           None if categories is None else tuple(categories.tolist()))
-    return view.blocks.get(key, lambda: gather(
-        _candidates(view, 0, view.n_model, cities, categories), model.item_factors_,
-        model.item_bias_))
+def _block(view: CatalogueView, model, item_filter: ItemFilter) -> Block:
+    """Return the block of every available model item in the filter's cities and categories.
+
+    Keyed by the filter's names, so a request that finds its block also finds
+    their codes there: nothing about the names is resolved twice.
+    """
+    def build() -> Block:
+        cities = view.wanted(item_filter.cities, view.cities)
+        categories = view.wanted(item_filter.categories, view.categories)
+        return gather(_candidates(view, 0, view.n_model, cities, categories),
+                      model.item_factors_, model.item_bias_, cities=cities,
+                      categories=categories)
+
+    return view.blocks.get((item_filter.cities, item_filter.categories), build)
 
 
 def _matches(view: CatalogueView, items: np.ndarray, lo: int, hi: int,
@@ -214,15 +220,16 @@ def recommend(model, view: CatalogueView, user_id: str, n: int, as_of: float, *,
     n only when fewer items qualify.
     """
     item_filter = item_filter or ItemFilter()
-    cities = view.wanted(item_filter.cities, view.cities)
-    categories = view.wanted(item_filter.categories, view.categories)
     first = int(np.searchsorted(view.starts_at, as_of, side="right"))
     lo, hi = _window(view, item_filter, first)
     if not view.by_factors:
-        return _through_model(model, view, user_id, n, as_of, taste, lo, hi, cities, categories)
+        return _through_model(model, view, user_id, n, as_of, taste, lo, hi,
+                              view.wanted(item_filter.cities, view.cities),
+                              view.wanted(item_filter.categories, view.categories))
+    block = _block(view, model, item_filter)
+    cities, categories = block.cities, block.categories
     fresh = _new_candidates(view, item_filter, as_of, cities, categories)
     row = model._user_row(user_id)
-    block = _block(view, model, cities, categories)
     part = block.window(lo, hi)
     candidates = block.items[part]
     if row >= 0 and candidates.size > SCORE_DIRECTLY_UP_TO and first >= model.ranked_from_:
