@@ -8,8 +8,8 @@ is built once per catalogue view and reused: the matching item indices in
 ascending order (which is start order), their factors contiguous, their bias.
 A start-time window is then a slice of the block, found by two searches.
 
-The cache is bounded in bytes and drops the least recently used block first;
-requests in several threads share it.
+The cache is bounded in bytes and in blocks and drops the least recently
+used block first; requests in several threads share it.
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ import numpy as np
 
 #: Bytes of factor blocks one view keeps (a city's block of the sample model is 0.3 MB).
 BUDGET_BYTES = 64 << 20
+#: Blocks one view keeps, whatever their size: filters that match nothing make empty
+#: blocks, and a caller naming a new unknown city each time must not grow the cache.
+MAX_BLOCKS = 1024
 
 
 @dataclass(frozen=True)
@@ -54,10 +57,10 @@ def gather(items: np.ndarray, factors: np.ndarray, bias: np.ndarray, *,
 
 
 class BlockCache:
-    """Least recently used blocks by key, at most ``budget`` bytes in all."""
+    """Least recently used blocks by key, at most ``budget`` bytes and ``max_blocks`` in all."""
 
-    def __init__(self, budget: int = BUDGET_BYTES) -> None:
-        self.budget = budget
+    def __init__(self, budget: int = BUDGET_BYTES, max_blocks: int = MAX_BLOCKS) -> None:
+        self.budget, self.max_blocks = budget, max_blocks
         self._blocks: OrderedDict[Hashable, Block] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
@@ -75,6 +78,6 @@ class BlockCache:
                 return self._blocks.get(key, block)
             self._blocks[key] = block
             self._bytes += block.nbytes
-            while self._bytes > self.budget:
+            while self._bytes > self.budget or len(self._blocks) > self.max_blocks:
                 self._bytes -= self._blocks.popitem(last=False)[1].nbytes
         return block

@@ -124,3 +124,9 @@ def test_candidate_blocks_stay_within_their_budget_and_drop_the_least_recently_u
     assert built == [(1, 4, 9), (2, 3, 5), (6, 7, 8), (2, 3, 5)]
     whole = gather(np.arange(20, dtype=np.int32), factors, bias)
     assert whole.factors is factors  # every item: the model's own array, no copy
+
+    # Filters that match nothing make empty blocks: the count bounds them.
+    empty = BlockCache(max_blocks=3)
+    for city in range(10):
+        empty.get(("atlantis", city), lambda: build([]))
+    assert len(empty._blocks) == 3 and ("atlantis", 9) in empty._blocks
