@@ -141,12 +141,12 @@ def _window(view: CatalogueView, item_filter: ItemFilter, first: int) -> tuple[i
 SCORE_DIRECTLY_UP_TO = 512
 
 
-def _candidates(view: CatalogueView, lo: int, hi: int, cities: np.ndarray | None,
+def _candidates(view: CatalogueView, cities: np.ndarray | None,
                 categories: np.ndarray | None) -> np.ndarray:
-    """Return the ascending model item indices in [lo, hi) that match and are available."""
+    """Return the ascending model item indices that match and are available (any start time)."""
     if cities is None and categories is None:
-        span = np.arange(lo, hi)
-        return span if view.available is None else span[view.available[lo:hi]]
+        span = np.arange(view.n_model)
+        return span if view.available is None else span[view.available]
     if cities is not None and categories is not None:
         keys = (cities[:, None].astype(np.int64) * 65_536 + categories[None, :]).ravel()
         lists = [view.by_pair.get(int(key)) for key in keys]
@@ -154,8 +154,7 @@ def _candidates(view: CatalogueView, lo: int, hi: int, cities: np.ndarray | None
         lists = [view.by_city.get(int(code)) for code in cities]
     else:
         lists = [view.by_category.get(int(code)) for code in categories]
-    parts = [part[np.searchsorted(part, lo):np.searchsorted(part, hi)]
-             for part in lists if part is not None]
+    parts = [part for part in lists if part is not None]
     if not parts:
         return np.empty(0, dtype=np.int32)
     return parts[0] if len(parts) == 1 else np.sort(np.concatenate(parts))
@@ -170,7 +169,7 @@ def _block(view: CatalogueView, model, item_filter: ItemFilter) -> Block:
     def build() -> Block:
         cities = view.wanted(item_filter.cities, view.cities)
         categories = view.wanted(item_filter.categories, view.categories)
-        return gather(_candidates(view, 0, view.n_model, cities, categories),
+        return gather(_candidates(view, cities, categories),
                       model.item_factors_, model.item_bias_, cities=cities,
                       categories=categories)
 
