@@ -13,6 +13,7 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -114,7 +115,7 @@ def open_page(page: Path, ready: str, screenshot: Path, *, width: int = 1200,
             [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
              "--no-first-run", "--remote-debugging-port=0", f"--user-data-dir={profile}",
              f"--window-size={width},900", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
             devtools = _DevTools(_page_socket(Path(profile), timeout), load)
             for domain in ("Runtime", "Log", "Page", "Network"):
@@ -138,9 +139,32 @@ def open_page(page: Path, ready: str, screenshot: Path, *, width: int = 1200,
             load.screenshot = screenshot
             devtools.socket.close()
         finally:
-            process.terminate()
-            process.wait(10)
+            _stop(process)
     return load
+
+
+def _stop(process: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Stop the browser and every process it started, before its profile is removed.
+
+    Chromium's helpers (renderer, crash handler) outlive the main process for a
+    moment and may still write into the profile; removing it under them fails
+    with "Directory not empty". The browser runs in its own session, so its
+    whole process group is stopped and waited for.
+    """
+    group = process.pid
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(group, sig)
+        except ProcessLookupError:
+            break
+        process.wait(timeout)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(group, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
 
 
 def _page_socket(profile: Path, timeout: float) -> str:
