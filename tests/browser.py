@@ -156,8 +156,11 @@ def _stop(process: subprocess.Popen, timeout: float = 10.0) -> None:
         try:
             os.killpg(group, sig)
         except ProcessLookupError:
-            break
-        process.wait(timeout)
+            return
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            continue
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
