@@ -77,7 +77,9 @@ def _new_items(model, catalogue: Catalogue, order: np.ndarray, cities: dict[str,
                                      np.asarray(catalogue.starts_at)[order])
     factors, bias = item_features.new_item_factors(
         item_features.tokens(meta), model.feature_vocab_, model.feature_weights_,
-        model.content_dims, model.new_content_weight)
+        content_dims=model.content_dims, content_weight=model.new_content_weight,
+        segment_vocab=model.segment_vocab_, segment_weight=model.segment_weight,
+        launch_prior=model.launch_prior_)
     n_clusters = int(model.cluster_item_scores_.shape[0])
     return NewItems(
         item_ids=ids, starts_at=meta.starts_at, city_codes=codes(city, cities),

@@ -21,6 +21,13 @@ arrive: metadata matters most when little else is known), and a user's
 profile, the same hashed tokens of what they interacted with. A new event's
 content dimensions come straight from its metadata, nothing to learn.
 
+Demand is local too: a fan of rock in Berlin buys what sells in rock in
+Berlin. Each of the busiest category-city segments gets a dimension
+(:func:`segment_vocab`, exact, not hashed); an item's popularity prior goes
+into its segment's dimension (:func:`segment_demand`) and a user's profile
+over the segments picks it up. A new event is credited there with the
+model's launch prior at least, as events sell most soon after going on sale.
+
 The map is stored on the model as plain arrays (``feature_vocab_``,
 ``feature_weights_``), so it memory-maps like the rest.
 """
@@ -38,6 +45,8 @@ from scipy import sparse
 FIELDS = ("category", "city", "category_city", "performer", "venue", "weekday", "hour")
 #: The fields hashed into the explicit content dimensions.
 CONTENT_FIELDS = ("performer", "venue")
+#: The field that names an item's segment, whose demand a user's share of it picks up.
+SEGMENT_FIELD = "category_city"
 
 
 class Metadata(NamedTuple):
@@ -174,10 +183,46 @@ def profiles(matrix: sparse.csr_matrix, item_content: np.ndarray) -> np.ndarray:
     return summed
 
 
-def new_item_factors(token_columns: list[np.ndarray], vocab: np.ndarray, weights: np.ndarray,
-                     content_dims: int, content_weight: float) -> tuple[np.ndarray, np.ndarray]:
-    """Return (factors, bias) of items the model never saw, from their metadata alone."""
+def segment_vocab(token_columns: list[np.ndarray], counts: np.ndarray,
+                  limit: int) -> np.ndarray:
+    """Return the ``limit`` segments with the most interactions, sorted: one dimension each.
+
+    Exact, not hashed like the content: hashed into 32 dimensions, 36 of the
+    sample's 48 category-city pairs share one, and a shared dimension lifts
+    another segment's events for the user.
+    """
+    column = token_columns[FIELDS.index(SEGMENT_FIELD)]
+    names, inverse = np.unique(column, return_inverse=True)
+    total = np.bincount(inverse.ravel(), weights=counts, minlength=names.size)
+    kept = np.flatnonzero((names != "") & (total > 0))
+    busiest = kept[np.argsort(-total[kept], kind="stable")[:max(int(limit), 0)]]
+    return np.sort(names[busiest])
+
+
+def segments(token_columns: list[np.ndarray], vocab: np.ndarray) -> np.ndarray:
+    """Return each item's one-hot row over the segments ``vocab`` (zero when not in it)."""
+    column = token_columns[FIELDS.index(SEGMENT_FIELD)]
+    return design([column], vocab).toarray().astype(np.float32)
+
+
+def segment_demand(one_hot: np.ndarray, prior: np.ndarray, weight: float) -> np.ndarray:
+    """Return each item's popularity prior in its segment's dimension, times ``weight``."""
+    return (weight * np.maximum(prior, 0.0)[:, None] * one_hot).astype(np.float32)
+
+
+def new_item_factors(token_columns: list[np.ndarray], vocab: np.ndarray, weights: np.ndarray, *,
+                     content_dims: int, content_weight: float, segment_vocab: np.ndarray,
+                     segment_weight: float, launch_prior: float) -> tuple[np.ndarray, np.ndarray]:
+    """Return (factors, bias) of items the model never saw, from their metadata alone.
+
+    The columns are the model's: predicted collaborative factors, content
+    dimensions, segment demand at no less than the launch prior (see
+    ``EventRecommender``).
+    """
     predicted = predict(token_columns, vocab, weights)
+    bias = np.ascontiguousarray(predicted[:, -1])
     factors = np.hstack([predicted[:, :-1],
-                         content_weight * content(token_columns, content_dims)])
-    return np.ascontiguousarray(factors, dtype=np.float32), np.ascontiguousarray(predicted[:, -1])
+                         content_weight * content(token_columns, content_dims),
+                         segment_demand(segments(token_columns, segment_vocab),
+                                        np.maximum(bias, launch_prior), segment_weight)])
+    return np.ascontiguousarray(factors, dtype=np.float32), bias

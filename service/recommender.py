@@ -56,7 +56,14 @@ class EventRecommender(Catalogued, BaseEstimator):
     with few interactions (``metadata_shrinkage``), and ``content_dims``
     hashed performer/venue dimensions (weighted ``new_content_weight`` for an
     item without interactions, moving to ``content_weight``) carry
-    fans' loyalty; the live catalogue scores events listed after the fit
+    fans' loyalty. Demand is also local: an item's popularity prior goes into
+    the dimension of its category-city segment too (the ``segment_dims``
+    busiest segments, times ``segment_weight``), and a user's profile over
+    segments picks it up, so what sells fast in the user's own category and
+    city rises for them before the factors know it. An item with few
+    interactions is credited there at least the ``launch_quantile`` of the
+    known items' prior, since events sell most soon after going on sale. The
+    live catalogue scores events listed after the fit
     with the same map (service/item_features.py). The factors' length grows
     with an item's count (an SVD projection), so a young event with a few
     interactions ranked below both old hits and events with none; a
@@ -76,12 +83,13 @@ class EventRecommender(Catalogued, BaseEstimator):
     are left.
     """
 
+    #: 6: segment demand columns (``segment_vocab_``, ``launch_prior_``);
     #: 5: items keep their city, new items are scored from metadata (issue 12);
     #: 4: seen items come from the interaction kind, not a weight threshold;
     #: ``weighting`` and ``user_half_life`` are parameters (3: each user's best
     #: items are ranked at fit time; 2: the catalogue is in start order; 1: by
     #: item id).
-    SCHEMA_VERSION = 5
+    SCHEMA_VERSION = 6
 
     #: The strength of one interaction of weight w, by ``weighting``.
     WEIGHTINGS = {"raw": lambda w: w, "binary": np.ones_like, "log": np.log1p}
@@ -93,7 +101,8 @@ class EventRecommender(Catalogued, BaseEstimator):
                  metadata_alpha: float = 1.0, content_dims: int = 32,
                  content_weight: float = 0.1, new_content_weight: float = 0.175,
                  prior_per_day: bool = True, prior_half_life_days: float = 4.0,
-                 count_exponent: float = 0.35,
+                 count_exponent: float = 0.35, segment_dims: int = 64,
+                 segment_weight: float = 6.0, launch_quantile: float = 0.93,
                  random_state: int = 0):
         self.n_components = n_components
         self.n_clusters = n_clusters
@@ -111,6 +120,9 @@ class EventRecommender(Catalogued, BaseEstimator):
         self.prior_per_day = prior_per_day
         self.prior_half_life_days = prior_half_life_days
         self.count_exponent = count_exponent
+        self.segment_dims = segment_dims
+        self.segment_weight = segment_weight
+        self.launch_quantile = launch_quantile
         self.random_state = random_state
 
     def fit(self, X, y=None, *, items=None) -> "EventRecommender":
@@ -164,10 +176,10 @@ class EventRecommender(Catalogued, BaseEstimator):
         return self
 
     def _learn_metadata(self, items, counts: np.ndarray, matrix: sparse.csr_matrix) -> None:
-        """Fit the metadata map, blend it into items with few interactions, add content dims.
+        """Fit the metadata map, blend it into few-interaction items, add content and segments.
 
-        See service/item_features.py; ``content_dims=0`` and ``metadata_shrinkage=0``
-        give the collaborative model alone.
+        See service/item_features.py; ``content_dims=0``, ``segment_dims=0`` and
+        ``metadata_shrinkage=0`` give the collaborative model alone.
         """
         columns = item_features.tokens(item_features.metadata_of(
             self.item_ids_, items, self.item_categories_, self.item_cities_,
@@ -181,12 +193,22 @@ class EventRecommender(Catalogued, BaseEstimator):
         content = item_features.content(columns, self.content_dims)
         trust = item_features.confidence(counts, self.metadata_shrinkage)[:, None]
         weight = self.content_weight * trust + self.new_content_weight * (1.0 - trust)
-        self.item_factors_ = np.ascontiguousarray(
-            np.hstack([blended[:, :-1], weight * content]), dtype=np.float32)
         self.item_bias_ = np.ascontiguousarray(blended[:, -1])
-        self.user_factors_ = np.ascontiguousarray(
-            np.hstack([self.user_factors_, item_features.profiles(matrix, content)]),
+        self.segment_vocab_ = item_features.segment_vocab(columns, counts, self.segment_dims)
+        segments = item_features.segments(columns, self.segment_vocab_)
+        # An event sells most of its tickets soon after going on sale: one with
+        # few interactions is credited at least the demand of a well-selling one.
+        known = self.item_bias_[counts >= self.metadata_min_count]
+        self.launch_prior_ = float(np.quantile(known, self.launch_quantile)) if known.size else 0.0
+        demand = trust[:, 0] * self.item_bias_ + (1.0 - trust[:, 0]) * np.maximum(
+            self.item_bias_, self.launch_prior_)
+        self.item_factors_ = np.ascontiguousarray(np.hstack([
+            blended[:, :-1], weight * content,
+            item_features.segment_demand(segments, demand, self.segment_weight)]),
             dtype=np.float32)
+        self.user_factors_ = np.ascontiguousarray(np.hstack([
+            self.user_factors_, item_features.profiles(matrix, content),
+            item_features.profiles(matrix, segments)]), dtype=np.float32)
 
     def declared_arrays(self) -> dict[str, ArraySpec]:
         """Add the factors, popularity prior, taste clusters and fit-time ranking."""
@@ -202,6 +224,7 @@ class EventRecommender(Catalogued, BaseEstimator):
             "user_ranking_scores_": ArraySpec(("users", "ranked")),
             "feature_vocab_": ArraySpec(("features",), "any"),
             "feature_weights_": ArraySpec((None, None)),
+            "segment_vocab_": ArraySpec(("segments",), "any"),
         }
 
     def consistency_problems(self) -> list[str]:

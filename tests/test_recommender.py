@@ -262,3 +262,22 @@ def test_momentum_ranks_a_hot_new_item_above_an_old_one_that_sold_as_much():
                                [50.0, 50.0 / 40.0, 0.0])
     total = momentum(items, weight, timestamp, now, 3, 4.0, per_day=False)
     assert total[0] > total[1] and total[0] <= 50.0
+
+
+def test_demand_in_the_users_own_segment_lifts_its_items_for_them(small_world):
+    """Segment demand adds prior x the user's share of the item's category-city, nothing else."""
+    log, catalogue = small_world
+    params = dict(n_components=16, n_clusters=1, n_ranked=0)
+    without = EventRecommender(**params, segment_weight=0.0).fit(log, items=catalogue)
+    model = EventRecommender(**params, segment_weight=3.0).fit(log, items=catalogue)
+    user = log.user_vocab[np.bincount(log.user_codes).argmax()]
+    row = model._user_row(str(user))
+    lift = model._user_scores(row, 0) - without._user_scores(row, 0)
+    mine = log.user_codes == np.flatnonzero(log.user_vocab == user)[0]
+    pairs = np.char.add(model.item_categories_.astype(str), model.item_cities_.astype(str))
+    index = {item: i for i, item in enumerate(model.item_ids_.tolist())}
+    bought = pairs[[index[item] for item in log.item_vocab[log.item_codes[mine]].tolist()]]
+    names, counts = np.unique(bought, return_counts=True)
+    favourite = pairs == names[counts.argmax()]
+    assert lift.min() >= -1e-6
+    assert lift[favourite].mean() > 2 * lift[~favourite].mean()

@@ -448,7 +448,8 @@ def as_impostor(model):
     # catalogue is scored; the shape check names the cause.
     (with_wide_item_factors, {"check_array_shapes", "check_ranking_matches_scoring",
                               "check_measured_quality", "check_new_events_recommended"},
-     "item_factors_ has shape (833, 41), expected (833, 40) (factors 40 as in"),  # 8 + 32 content
+     # 8 collaborative + 32 content + 48 segment factors
+     "item_factors_ has shape (833, 89), expected (833, 88) (factors 88 as in"),
     (with_truncated("item_popularity_", 10), {"check_array_shapes", "check_cold_start",
                                               "check_measured_quality"},
      "item_popularity_ has shape (10,), expected (833,)"),

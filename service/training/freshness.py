@@ -90,6 +90,7 @@ def measure(as_of: str, days: int = 7, seed: int = 0, slot_users: int = 2000,
     # Today's model: the collaborative model alone, as on main before metadata scoring
     # (its column scaling, prior and prior weight, whatever the defaults are now).
     today = EventRecommender(**{**params, "metadata_shrinkage": 0, "content_dims": 0,
+                                "segment_dims": 0,
                                 "prior_per_day": False, "prior_half_life_days": 14.0,
                                 "count_exponent": 0.25, "popularity_weight": 0.1,
                                 }).fit(log, items=catalogue)
