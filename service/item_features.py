@@ -189,14 +189,17 @@ def segment_vocab(token_columns: list[np.ndarray], counts: np.ndarray,
 
     Exact, not hashed like the content: hashed into 32 dimensions, 36 of the
     sample's 48 category-city pairs share one, and a shared dimension lifts
-    another segment's events for the user.
+    another segment's events for the user. A segment needs a city (demand is
+    local to a place), and one segment alone is global popularity, which the
+    prior already weighs: then there are none (a ratings file).
     """
     column = token_columns[FIELDS.index(SEGMENT_FIELD)]
     names, inverse = np.unique(column, return_inverse=True)
     total = np.bincount(inverse.ravel(), weights=counts, minlength=names.size)
-    kept = np.flatnonzero((names != "") & (total > 0))
+    placed = (names != "") & ~np.char.endswith(names.astype(str), "|")
+    kept = np.flatnonzero(placed & (total > 0))
     busiest = kept[np.argsort(-total[kept], kind="stable")[:max(int(limit), 0)]]
-    return np.sort(names[busiest])
+    return np.sort(names[busiest]) if busiest.size > 1 else names[:0]
 
 
 def segments(token_columns: list[np.ndarray], vocab: np.ndarray) -> np.ndarray:

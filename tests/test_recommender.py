@@ -281,3 +281,12 @@ def test_demand_in_the_users_own_segment_lifts_its_items_for_them(small_world):
     favourite = pairs == names[counts.argmax()]
     assert lift.min() >= -1e-6
     assert lift[favourite].mean() > 2 * lift[~favourite].mean()
+
+
+def test_without_cities_there_are_no_segments(small_world, fitted_model):
+    """A ratings file has no place to be local to: no segment columns, the factors unchanged."""
+    log, _ = small_world
+    model = EventRecommender(n_components=16, n_clusters=1, n_ranked=0).fit(log)
+    assert model.segment_vocab_.size == 0
+    assert fitted_model.segment_vocab_.size > 1
+    assert model.item_factors_.shape[1] == 16 + model.content_dims
