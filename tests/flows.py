@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +21,7 @@ import numpy as np
 
 from service.config import metaflow_environment
 from service.training import runner
-from service.training.runner import TrainingFailed, train
+from service.training.runner import TrainingFailed
 from service.training.sample_data import write_sample
 
 REPO = Path(__file__).resolve().parent.parent
@@ -54,6 +55,31 @@ def damage(interactions: Path, out: Path, seed: int = 0) -> Path:
 #: One grid point: the fewest flow tasks, for tests that train many runs.
 ONE_GRID_POINT = ("--grid", "16", "--half_lives", "14", "--user_half_lives", "inf",
                   "--popularity_weights", "0.1", "--weightings", "log", *SHORT_SEARCH)
+
+
+#: Runs started this close together may get one run id (below).
+_STAGGER_SECONDS = 0.5
+_launches = threading.Lock()
+_last_launch = [0.0]
+
+
+def _stagger() -> None:
+    """Start flow runs at least half a second apart.
+
+    Metaflow's local run ids are the start time in microseconds. Two runs
+    that tests started at the same instant from two threads once got one id
+    and wrote into one run (a CI run's fleet fixture found a single run for
+    its two trainings), so each launch waits for the previous one's head start.
+    """
+    with _launches:
+        time.sleep(max(0.0, _last_launch[0] + _STAGGER_SECONDS - time.monotonic()))
+        _last_launch[0] = time.monotonic()
+
+
+def train(settings: Mapping[str, Any], **options: Any) -> str:
+    """Train through ``runner.train``, staggered (:func:`_stagger`)."""
+    _stagger()
+    return runner.train(settings, **options)
 
 
 def recent_runs(settings: Mapping[str, Any], count: int) -> list[str]:
@@ -162,6 +188,7 @@ def model_damaged_run(settings: Mapping[str, Any], good: str, kind: str,
                 "--run-id-file", str(run_id_file)]
         env = {**os.environ, **metaflow_environment(settings), "PYTHONPATH": str(REPO),
                "LINEUP_FLOW_NAME": flow}
+        _stagger()
         done = subprocess.run(argv, cwd=settings["DATASTORE_ROOT"], env=env, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         assert done.returncode == 0, done.stdout[-3000:]
