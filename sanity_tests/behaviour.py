@@ -125,39 +125,71 @@ def check_deterministic(model: Any, context: RunContext) -> None:
                            + "; recommend() must be deterministic for a given model and as_of")
 
 
-def check_ranking_matches_scoring(model: Any, context: RunContext) -> None:
-    """Require each golden and probe user's list from the fit-time ranking to be the scored one.
+def _disagreement(ranked: Any, scored: Any) -> dict[str, str]:
+    """Return how a list read from a ranking differs from the scored one; empty when it does not.
 
     Both lists are the user's top n, so their scores agree; items may differ
     only where scores tie at the cut.
     """
+    ranked_scores = np.asarray(ranked.scores, dtype=float)
+    scored_scores = np.asarray(scored.scores, dtype=float)
+    if ranked_scores.shape != scored_scores.shape or not np.allclose(
+            ranked_scores, scored_scores, rtol=_SCORE_TOLERANCE, atol=_SCORE_TOLERANCE):
+        return {"ranked scores that scoring does not give":
+                f"{np.round(ranked_scores[:3], 4).tolist()} vs "
+                f"{np.round(scored_scores[:3], 4).tolist()}"}
+    cut = scored_scores[-1] if scored_scores.size else np.inf
+    clear = scored_scores > cut + _SCORE_TOLERANCE  # above any tie at the cut
+    ranked_ids = set(np.asarray(ranked.item_ids)[clear].tolist())
+    scored_ids = set(np.asarray(scored.item_ids)[clear].tolist())
+    if ranked_ids != scored_ids:
+        return {"ranked items that scoring does not give":
+                ", ".join(sorted(ranked_ids - scored_ids)[:3])}
+    return {}
+
+
+def check_ranking_matches_scoring(model: Any, context: RunContext) -> None:
+    """Require each golden and probe user's list from the fit-time ranking to be the scored one.
+
+    A model that ranks per city too (``user_city_ranking_``, read for a
+    one-city filter) must agree there as well, for each golden user and city.
+    """
+    from service.catalogue_view import build_view, recommend
+    from service.filters import ItemFilter
+
     def judge(user_id: str) -> dict[str, str]:
-        ranked = _recommend(model, user_id, context)
-        scored = _recommend(model, user_id, context, use_ranking=False)
-        ranked_scores = np.asarray(ranked.scores, dtype=float)
-        scored_scores = np.asarray(scored.scores, dtype=float)
-        if ranked_scores.shape != scored_scores.shape or not np.allclose(
-                ranked_scores, scored_scores, rtol=_SCORE_TOLERANCE, atol=_SCORE_TOLERANCE):
-            return {"ranked scores that scoring does not give":
-                    f"{np.round(ranked_scores[:3], 4).tolist()} vs "
-                    f"{np.round(scored_scores[:3], 4).tolist()}"}
-        cut = scored_scores[-1] if scored_scores.size else np.inf
-        clear = scored_scores > cut + _SCORE_TOLERANCE  # above any tie at the cut
-        ranked_ids = set(np.asarray(ranked.item_ids)[clear].tolist())
-        scored_ids = set(np.asarray(scored.item_ids)[clear].tolist())
-        if ranked_ids != scored_ids:
-            return {"ranked items that scoring does not give":
-                    ", ".join(sorted(ranked_ids - scored_ids)[:3])}
-        return {}
+        return _disagreement(_recommend(model, user_id, context),
+                             _recommend(model, user_id, context, use_ranking=False))
 
     # The probe users too: the gate measures the factors on them, so their
     # ranking, which requests read, must follow the factors as well.
     probed = [str(user) for user in (context.probes or {}).get("users", ())]
-    user_ids = list(dict.fromkeys(golden_user_ids(context) + probed))
+    golden = golden_user_ids(context)
+    user_ids = list(dict.fromkeys(golden + probed))
     per_user = _each_user(model, context, user_ids, judge)
     if per_user:
         raise CheckFailure(_summarise(per_user, len(user_ids), "golden and probe users")
                            + "; the fit-time ranking disagrees with the model's factors")
+    cities = [str(city) for city in getattr(model, "ranked_cities_", ())]
+    if not cities:
+        return
+    view = build_view(model)
+
+    def judge_cities(user_id: str) -> dict[str, str]:
+        for city in cities:
+            lists = [recommend(model, view, user_id, context.thresholds.n, context.as_of,
+                               item_filter=ItemFilter(cities=(city,)), use_ranking=use)
+                     for use in (True, False)]
+            problems = _disagreement(*lists)
+            if problems:
+                return {f"{problem} in {city}": detail for problem, detail in problems.items()}
+        return {}
+
+    per_user = _each_user(model, context, golden, judge_cities)
+    if per_user:
+        raise CheckFailure(_summarise(per_user, len(golden), "golden users")
+                           + "; the per-city ranking (user_city_ranking_) disagrees with the "
+                           "model's factors")
 
 
 def check_cold_start(model: Any, context: RunContext) -> None:

@@ -7,6 +7,9 @@ the postings lookup as much again, so each (cities, categories) pair's block
 is built once per catalogue view and reused: the matching item indices in
 ascending order (which is start order), their factors contiguous, their bias.
 A start-time window is then a slice of the block, found by two searches.
+Factor columns that are zero for every item of a block (the metadata and
+local-demand columns of other categories and cities) are left out of it, so
+a city's block is scored over about 90 of the sample model's 144 columns.
 
 The cache is bounded in bytes and in blocks and drops the least recently
 used block first; requests in several threads share it.
@@ -38,6 +41,10 @@ class Block:
     #: The city and category codes the items match (None: any), resolved once with the block.
     cities: np.ndarray | None = None
     categories: np.ndarray | None = None
+    #: The model's factor columns ``factors`` holds, or None for all of them.
+    columns: np.ndarray | None = None
+    #: For a filter of one city the model ranks per user: that city's row index.
+    ranked_city: int | None = None
 
     @property
     def nbytes(self) -> int:
@@ -45,15 +52,31 @@ class Block:
 
     def window(self, lo: int, hi: int) -> slice:
         """Return the slice of the block whose items lie in ``[lo, hi)``."""
-        return slice(int(self.items.searchsorted(lo)), int(self.items.searchsorted(hi)))
+        start, stop = self.items.searchsorted((lo, hi)).tolist()
+        return slice(start, stop)
+
+    def scores(self, part: slice, user_factors: np.ndarray) -> np.ndarray:
+        """Return a user's scores (float32) of the items in ``part``: factors · user + bias."""
+        if self.columns is not None:
+            user_factors = user_factors[self.columns]
+        scores = self.factors[part] @ user_factors
+        scores += self.bias[part]
+        return scores
 
 
 def gather(items: np.ndarray, factors: np.ndarray, bias: np.ndarray, *,
-           cities: np.ndarray | None = None, categories: np.ndarray | None = None) -> Block:
+           cities: np.ndarray | None = None, categories: np.ndarray | None = None,
+           ranked_city: int | None = None) -> Block:
     """Copy the rows of ``items`` into a block (a view when they are every row)."""
     if items.size == factors.shape[0]:  # ascending and unique: every item, in order
-        return Block(items, factors, bias, cities, categories)
-    return Block(items, np.ascontiguousarray(factors[items]), bias[items], cities, categories)
+        return Block(items, factors, bias, cities, categories, ranked_city=ranked_city)
+    rows = np.asarray(factors[items])
+    columns = rows.any(axis=0).nonzero()[0]
+    if columns.size == rows.shape[1]:
+        columns, rows = None, np.ascontiguousarray(rows)
+    else:
+        rows = np.ascontiguousarray(rows[:, columns])
+    return Block(items, rows, bias[items], cities, categories, columns, ranked_city)
 
 
 class BlockCache:

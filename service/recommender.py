@@ -13,7 +13,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from service import item_features
-from service.catalogued import Catalogued, later_rows, momentum
+from service.catalogued import Catalogued, later_rows, momentum, top_indices
 from service.popularity import PopularityRecommender
 from service.servable import ArraySpec, Recommendation
 
@@ -80,16 +80,24 @@ class EventRecommender(Catalogued, BaseEstimator):
     request filters that row to what is still upcoming, which is the same
     list scoring would give (7 µs against 28 µs for scoring the sample's 5k
     upcoming items); it scores the catalogue only when too few ranked items
-    are left.
+    are left. It also stores, for each of the ``MAX_RANKED_CITIES`` cities
+    with most upcoming items (``ranked_cities_``, lower case), the user's
+    ``n_ranked_per_city`` best unseen items there, so the filter a ticketing
+    frontend sends most, one city, is a row read too (service/catalogue_view.py).
     """
 
+    #: 7: each user's best items per city (``ranked_cities_``, ``user_city_ranking_``);
     #: 6: segment demand columns (``segment_vocab_``, ``launch_prior_``);
     #: 5: items keep their city, new items are scored from metadata (issue 12);
     #: 4: seen items come from the interaction kind, not a weight threshold;
     #: ``weighting`` and ``user_half_life`` are parameters (3: each user's best
     #: items are ranked at fit time; 2: the catalogue is in start order; 1: by
     #: item id).
-    SCHEMA_VERSION = 6
+    SCHEMA_VERSION = 7
+
+    #: Cities ranked per user at most (the busiest): the rows cost users x cities x
+    #: n_ranked_per_city x 4 bytes, 14 MB for the sample's 18k users and 6 cities.
+    MAX_RANKED_CITIES = 16
 
     #: The strength of one interaction of weight w, by ``weighting``.
     WEIGHTINGS = {"raw": lambda w: w, "binary": np.ones_like, "log": np.log1p}
@@ -103,7 +111,7 @@ class EventRecommender(Catalogued, BaseEstimator):
                  prior_per_day: bool = True, prior_half_life_days: float = 4.0,
                  count_exponent: float = 0.35, segment_dims: int = 64,
                  segment_weight: float = 6.0, launch_quantile: float = 0.93,
-                 random_state: int = 0):
+                 n_ranked_per_city: int = 32, random_state: int = 0):
         self.n_components = n_components
         self.n_clusters = n_clusters
         self.popularity_weight = popularity_weight
@@ -123,6 +131,7 @@ class EventRecommender(Catalogued, BaseEstimator):
         self.segment_dims = segment_dims
         self.segment_weight = segment_weight
         self.launch_quantile = launch_quantile
+        self.n_ranked_per_city = n_ranked_per_city
         self.random_state = random_state
 
     def fit(self, X, y=None, *, items=None) -> "EventRecommender":
@@ -225,6 +234,8 @@ class EventRecommender(Catalogued, BaseEstimator):
             "feature_vocab_": ArraySpec(("features",), "any"),
             "feature_weights_": ArraySpec((None, None)),
             "segment_vocab_": ArraySpec(("segments",), "any"),
+            "ranked_cities_": ArraySpec(("ranked_cities",), "any"),
+            "user_city_ranking_": ArraySpec(("users", "ranked_cities", None)),
         }
 
     def consistency_problems(self) -> list[str]:
@@ -243,7 +254,31 @@ class EventRecommender(Catalogued, BaseEstimator):
                                or np.any((ranking < ranked_from) & (ranking != -1))):
             problems.append(f"user_ranking_ spans [{ranking.min()}, {ranking.max()}], outside "
                             f"[{ranked_from}, {n_items}) and padding -1")
+        else:
+            problems += self._city_ranking_problems()
         return problems
+
+    def _city_ranking_problems(self) -> list[str]:
+        """Return how the per-city rows break their contract: upcoming items of their city."""
+        ranking = self.user_city_ranking_
+        if not ranking.size:
+            return []
+        if ranking.max() >= self.item_ids_.shape[0] or np.any(
+                (ranking < self.ranked_from_) & (ranking != -1)):
+            return [f"user_city_ranking_ spans [{ranking.min()}, {ranking.max()}], outside "
+                    f"[{self.ranked_from_}, {self.item_ids_.shape[0]}) and padding -1"]
+        ranked = np.asarray(self.ranked_cities_).astype(str)
+        cities = np.char.lower(self.item_cities_.astype(str))
+        code = np.minimum(np.searchsorted(ranked, cities), max(ranked.size - 1, 0))
+        code[ranked[code] != cities] = -1  # ranked_cities_ is sorted: each item's city's row
+        wrong = (ranking >= 0) & (code[np.maximum(ranking, 0)]
+                                  != np.arange(ranked.size)[None, :, None])
+        if wrong.any():
+            user, city, at = np.argwhere(wrong)[0]
+            return [f"user_city_ranking_ holds {int(wrong.sum())} items of another city, e.g. "
+                    f"{self.item_ids_[ranking[user, city, at]]!r} in "
+                    f"{ranked[city]!r}'s row of user {self.user_ids_[user]!r}"]
+        return []
 
     def _rank_users(self) -> None:
         """Rank each user's n_ranked best unseen items among those upcoming at fit time.
@@ -253,16 +288,28 @@ class EventRecommender(Catalogued, BaseEstimator):
         of scoring the catalogue. Rows are padded with item -1 and score 0 when
         fewer items remain. ``n_ranked=0`` ranks nothing (every request scores):
         the hyperparameter search fits many models and asks few users each.
+        The same scores give each ranked city's row (``n_ranked_per_city``).
         """
-        self.ranked_from_ = self._first_upcoming(self.fitted_as_of_)
+        self.ranked_from_ = first = self._first_upcoming(self.fitted_as_of_)
         width = int(max(0, self.n_ranked))
-        self.user_ranking_ = np.full((self.user_ids_.shape[0], width), -1, dtype=np.int32)
+        per_city = int(max(0, self.n_ranked_per_city)) if width else 0
+        n_users = self.user_ids_.shape[0]
+        cities = np.char.lower(self.item_cities_[first:].astype(str))
+        names, counts = np.unique(cities[cities != ""], return_counts=True)
+        busiest = np.sort(names[np.argsort(-counts, kind="stable")[:self.MAX_RANKED_CITIES]])
+        self.ranked_cities_ = busiest if per_city else busiest[:0]
+        in_city = [np.flatnonzero(cities == city) for city in self.ranked_cities_]
+        self.user_ranking_ = np.full((n_users, width), -1, dtype=np.int32)
         self.user_ranking_scores_ = np.zeros(self.user_ranking_.shape, dtype=np.float32)
-        for row in range(self.user_ids_.shape[0] if width else 0):
-            best = self._finish(self._user_scores(row, self.ranked_from_), self.ranked_from_,
-                                row, width, "personalised")
+        self.user_city_ranking_ = np.full((n_users, len(in_city), per_city), -1, dtype=np.int32)
+        for row in range(n_users if width else 0):
+            scores = self._user_scores(row, first)
+            best = self._finish(scores, first, row, width, "personalised")  # masks seen items
             self.user_ranking_[row, :best.items.size] = best.items
             self.user_ranking_scores_[row, :best.items.size] = best.scores
+            for city, items in enumerate(in_city):
+                top = items[top_indices(scores[items], per_city)]
+                self.user_city_ranking_[row, city, :top.size] = top + first
 
     def _user_scores(self, row: int, first: int) -> np.ndarray:
         """Score items ``first:`` for the user in ``row`` (a fresh array)."""
@@ -281,7 +328,7 @@ class EventRecommender(Catalogued, BaseEstimator):
         if first < self.ranked_from_ or not self.user_ranking_.shape[1]:
             return None
         ranking = self.user_ranking_[row]
-        kept = np.flatnonzero(ranking >= first)[:n]
+        kept = (ranking >= first).nonzero()[0][:n]
         if kept.size < n and ranking[-1] >= 0:
             return None
         items = ranking[kept].astype(np.intp)

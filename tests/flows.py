@@ -143,8 +143,8 @@ def _cut_catalogue(model: Any) -> Any:
     seen = sparse.csr_matrix(
         (np.ones(model.seen_indices_.size), model.seen_indices_, model.seen_indptr_),
         shape=(model.user_ids_.size, model.item_ids_.size))[:, keep].tocsr()
-    for name in ("item_ids_", "item_titles_", "item_categories_", "item_starts_at_",
-                 "item_popularity_", "item_factors_", "item_bias_"):
+    for name in ("item_ids_", "item_titles_", "item_categories_", "item_cities_",
+                 "item_starts_at_", "item_popularity_", "item_factors_", "item_bias_"):
         setattr(model, name, np.array(getattr(model, name))[keep])
     model.cluster_item_scores_ = np.array(model.cluster_item_scores_)[:, keep]
     model.seen_indptr_ = seen.indptr.astype(np.int64)

@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 
-from service import catalogue_view
 from service.catalogue_view import build_view, recommend
 from service.filters import FilterError, ItemFilter, parse_filter
 from service.training.data import parse_timestamp
@@ -40,16 +39,17 @@ FILTERS = [
 ]
 
 
-@pytest.mark.parametrize("score_directly_up_to", [0, 10_000], ids=["ranking", "block"])
+@pytest.mark.parametrize("use_ranking", [True, False], ids=["rankings", "block"])
 @pytest.mark.parametrize("item_filter", FILTERS)
 def test_filtered_lists_are_the_top_n_of_the_matching_items(fitted_model, item_filter,
-                                                            score_directly_up_to, monkeypatch):
-    # Both ways a known user's list is made: from the fit-time ranking, and from the block.
-    monkeypatch.setattr(catalogue_view, "SCORE_DIRECTLY_UP_TO", score_directly_up_to)
+                                                            use_ranking):
+    # Both ways a known user's list is made: from a fit-time ranking (a one-city
+    # filter reads that city's row), and from the block.
     view = build_view(fitted_model)
     for user_id in ("u-000001", "u-000007", "u-000042", "nobody", "u-999999"):
         for n in (3, 10, 60):
-            got = recommend(fitted_model, view, user_id, n, AS_OF, item_filter=item_filter)
+            got = recommend(fitted_model, view, user_id, n, AS_OF, item_filter=item_filter,
+                            use_ranking=use_ranking)
             want_items, want_scores = _brute_force(fitted_model, user_id, n, item_filter)
             np.testing.assert_allclose(got.scores, want_scores, rtol=1e-5, atol=1e-5)
             # Items agree except where scores tie at the cut.

@@ -395,6 +395,16 @@ def with_ranking_out_of_range(model):
     return model
 
 
+def with_city_rankings_of_other_users(model):
+    model.user_city_ranking_ = np.roll(model.user_city_ranking_, 1, axis=0)
+    return model
+
+
+def with_city_rows_swapped(model):
+    model.user_city_ranking_ = np.roll(model.user_city_ranking_, 1, axis=1)
+    return model
+
+
 def with_nan_feature_weights(model):
     model.feature_weights_ = model.feature_weights_.copy()
     model.feature_weights_[0, 0] = np.nan
@@ -428,7 +438,8 @@ def as_impostor(model):
 @pytest.mark.parametrize("breaker, failing, words", [
     # Not a servable: it declares no arrays to check either.
     (as_impostor, {"check_fitted_estimator", "check_array_shapes", "check_finite_arrays",
-                   "check_new_events_recommended", "check_list_changes"},
+                   "check_ranking_matches_scoring", "check_new_events_recommended",
+                   "check_list_changes"},
      "test_sanity_checks.Impostor, not a service.recommender.EventRecommender"),
     (with_schema_version, {"check_schema_version"},
      f"model.schema_version_ is 0, expected {EventRecommender.SCHEMA_VERSION}"),
@@ -441,7 +452,9 @@ def as_impostor(model):
      "feature_weights_ has 1 non-finite value(s) at (0, 0)"),
     (with_sunk_new_events, {"check_new_events_recommended"},
      "none of 20 golden users ranks any of 100 new events copied"),
-    (with_truncated("item_categories_", 10), {"check_array_shapes", "check_new_events_scored",
+    (with_truncated("item_categories_", 10), {"check_array_shapes",
+                                              "check_ranking_matches_scoring",
+                                              "check_new_events_scored",
                                               "check_new_events_recommended"},
      "item_categories_ has shape (10,), expected (833,)"),
     # Requests read the fit-time ranking, so broken factors show when the
@@ -465,6 +478,10 @@ def as_impostor(model):
      "100 of 100 golden and probe users got ranked scores that scoring does not give"),
     (with_ranking_out_of_range, {"check_array_shapes"},
      "user_ranking_ spans [539, 833], outside [539, 833) and padding -1"),
+    (with_city_rankings_of_other_users, {"check_ranking_matches_scoring"},
+     "the per-city ranking (user_city_ranking_) disagrees with the model's factors"),
+    (with_city_rows_swapped, {"check_array_shapes", "check_ranking_matches_scoring"},
+     "user_city_ranking_ holds"),
     (with_first_repeated, {"check_golden_users_lists"},
      "20 of 20 golden users got duplicate items"),
     (with_short_lists, {"check_golden_users_lists"},
