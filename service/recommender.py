@@ -97,6 +97,7 @@ class EventRecommender(Catalogued, BaseEstimator):
 
     #: Cities ranked per user at most (the busiest): the rows cost users x cities x
     #: n_ranked_per_city x 4 bytes, 14 MB for the sample's 18k users and 6 cities.
+    #: At most 127: consistency_problems reads a row's city as an int8.
     MAX_RANKED_CITIES = 16
 
     #: The strength of one interaction of weight w, by ``weighting``.
@@ -271,8 +272,9 @@ class EventRecommender(Catalogued, BaseEstimator):
         cities = np.char.lower(self.item_cities_.astype(str))
         code = np.minimum(np.searchsorted(ranked, cities), max(ranked.size - 1, 0))
         code[ranked[code] != cities] = -1  # ranked_cities_ is sorted: each item's city's row
-        wrong = (ranking >= 0) & (code[np.maximum(ranking, 0)]
-                                  != np.arange(ranked.size)[None, :, None])
+        row_of = np.append(code, -1).astype(np.int8)  # small; its last entry reads padding -1
+        wrong = ((row_of[ranking] != np.arange(ranked.size, dtype=np.int8)[None, :, None])
+                 & (ranking >= 0))
         if wrong.any():
             user, city, at = np.argwhere(wrong)[0]
             return [f"user_city_ranking_ holds {int(wrong.sum())} items of another city, e.g. "
