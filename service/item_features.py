@@ -208,6 +208,16 @@ def segments(token_columns: list[np.ndarray], vocab: np.ndarray) -> np.ndarray:
     return design([column], vocab).toarray().astype(np.float32)
 
 
+def launch_demand(prior: np.ndarray, launch_prior: float,
+                  trust: np.ndarray | float = 0.0) -> np.ndarray:
+    """Return the demand an item's segment dimension holds: its prior, at least the launch prior.
+
+    Raised as far as the item's own interactions are not trusted (``trust``
+    from :func:`confidence`); a new event has none, so it is raised all the way.
+    """
+    return trust * prior + (1.0 - trust) * np.maximum(prior, launch_prior)
+
+
 def segment_demand(one_hot: np.ndarray, prior: np.ndarray, weight: float) -> np.ndarray:
     """Return each item's popularity prior in its segment's dimension, times ``weight``."""
     return (weight * np.maximum(prior, 0.0)[:, None] * one_hot).astype(np.float32)
@@ -227,5 +237,5 @@ def new_item_factors(token_columns: list[np.ndarray], vocab: np.ndarray, weights
     factors = np.hstack([predicted[:, :-1],
                          content_weight * content(token_columns, content_dims),
                          segment_demand(segments(token_columns, segment_vocab),
-                                        np.maximum(bias, launch_prior), segment_weight)])
+                                        launch_demand(bias, launch_prior), segment_weight)])
     return np.ascontiguousarray(factors, dtype=np.float32), bias

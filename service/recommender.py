@@ -210,8 +210,7 @@ class EventRecommender(Catalogued, BaseEstimator):
         # few interactions is credited at least the demand of a well-selling one.
         known = self.item_bias_[counts >= self.metadata_min_count]
         self.launch_prior_ = float(np.quantile(known, self.launch_quantile)) if known.size else 0.0
-        demand = trust[:, 0] * self.item_bias_ + (1.0 - trust[:, 0]) * np.maximum(
-            self.item_bias_, self.launch_prior_)
+        demand = item_features.launch_demand(self.item_bias_, self.launch_prior_, trust[:, 0])
         self.item_factors_ = np.ascontiguousarray(np.hstack([
             blended[:, :-1], weight * content,
             item_features.segment_demand(segments, demand, self.segment_weight)]),
