@@ -7,6 +7,9 @@ the postings lookup as much again, so each (cities, categories) pair's block
 is built once per catalogue view and reused: the matching item indices in
 ascending order (which is start order), their factors contiguous, their bias.
 A start-time window is then a slice of the block, found by two searches.
+A block also keeps its items' order by popularity, which is the same for every
+user without a row in the model: their list is the first n of that order
+inside the window, not a top n taken anew in each request.
 Factor columns that are zero for every item of a block (the metadata and
 local-demand columns of other categories and cities) are left out of it, so
 a city's block is scored over about 104 of the sample model's 144 columns.
@@ -45,15 +48,29 @@ class Block:
     columns: np.ndarray | None = None
     #: For a filter of one city the model ranks per user: that city's row index.
     ranked_city: int | None = None
+    #: Positions in the block by popularity, highest first, equal ones in position
+    #: order (as ``top_indices`` breaks ties); None when no popularity was given.
+    by_popularity: np.ndarray | None = None
 
     @property
     def nbytes(self) -> int:
-        return int(self.items.nbytes + self.factors.nbytes + self.bias.nbytes)
+        extra = 0 if self.by_popularity is None else self.by_popularity.nbytes
+        return int(self.items.nbytes + self.factors.nbytes + self.bias.nbytes + extra)
 
     def window(self, lo: int, hi: int) -> slice:
         """Return the slice of the block whose items lie in ``[lo, hi)``."""
-        start, stop = self.items.searchsorted((lo, hi)).tolist()
+        # Scalar searches, the second only when the window ends inside the block:
+        # a pair of bounds would first be made into an array.
+        items = self.items
+        start = int(items.searchsorted(lo))
+        stop = (items.shape[0] if not items.shape[0] or hi > items[-1]
+                else int(items.searchsorted(hi)))
         return slice(start, stop)
+
+    def most_popular(self, part: slice, n: int) -> np.ndarray:
+        """Return the n most popular items of ``part`` (model indices), most popular first."""
+        order = self.by_popularity
+        return self.items[order[(order >= part.start) & (order < part.stop)][:n]]
 
     def scores(self, part: slice, user_factors: np.ndarray) -> np.ndarray:
         """Return a user's scores (float32) of the items in ``part``: factors · user + bias."""
@@ -66,20 +83,27 @@ class Block:
 
 def gather(items: np.ndarray, factors: np.ndarray, bias: np.ndarray, *,
            cities: np.ndarray | None = None, categories: np.ndarray | None = None,
-           ranked_city: int | None = None) -> Block:
+           ranked_city: int | None = None, popularity: np.ndarray | None = None) -> Block:
     """Copy the rows of ``items``, less their all-zero columns, into a block.
 
     When ``items`` are every row, the block is a view of the model's arrays.
     """
+    by_popularity = None
+    if popularity is not None:  # as top_indices: NaN and -inf are never recommended
+        values = np.asarray(popularity[items], dtype=np.float64)
+        order = np.negative(values).argsort(kind="stable")
+        by_popularity = order[values[order] > -np.inf].astype(np.int32)
     if items.size == factors.shape[0]:  # ascending and unique: every item, in order
-        return Block(items, factors, bias, cities, categories, ranked_city=ranked_city)
+        return Block(items, factors, bias, cities, categories, ranked_city=ranked_city,
+                     by_popularity=by_popularity)
     rows = np.asarray(factors[items])
     columns = rows.any(axis=0).nonzero()[0]
     if columns.size == rows.shape[1]:
         columns, rows = None, np.ascontiguousarray(rows)
     else:
         rows = np.ascontiguousarray(rows[:, columns])
-    return Block(items, rows, bias[items], cities, categories, columns, ranked_city)
+    return Block(items, rows, bias[items], cities, categories, columns, ranked_city,
+                 by_popularity)
 
 
 class BlockCache:

@@ -180,7 +180,8 @@ def _block(view: CatalogueView, model, item_filter: ItemFilter) -> Block:
         return gather(_candidates(view, cities, categories),
                       model.item_factors_, model.item_bias_, cities=cities,
                       categories=categories,
-                      ranked_city=view.ranked_cities.get(int(cities[0])) if one_city else None)
+                      ranked_city=view.ranked_cities.get(int(cities[0])) if one_city else None,
+                      popularity=model.item_popularity_)
 
     return view.blocks.get((item_filter.cities, item_filter.categories), build)
 
@@ -188,7 +189,11 @@ def _block(view: CatalogueView, model, item_filter: ItemFilter) -> Block:
 def _matches(view: CatalogueView, items: np.ndarray, lo: int, hi: int,
              cities: np.ndarray | None, categories: np.ndarray | None) -> np.ndarray:
     """Return which of the model items (-1 is padding) are in [lo, hi), match and are available."""
-    ok = (items >= lo) & (items < hi)
+    ok = items >= lo  # lo >= 0: padding never passes
+    if hi < view.n_model:
+        ok &= items < hi
+    if cities is None and categories is None and view.available is None:
+        return ok
     safe = np.where(ok, items, 0)
     if cities is not None:
         ok &= _member(view.city_codes[safe], cities)
@@ -265,9 +270,14 @@ def recommend(model, view: CatalogueView, user_id: str, n: int, as_of: float, *,
     if row >= 0:
         scores = block.scores(part, model.user_factors_[row])
         seen = model.seen_indices_[model.seen_indptr_[row]:model.seen_indptr_[row + 1]]
-        if seen.size and candidates.size:  # both ascending: a search, not isin's sort
-            at = np.minimum(candidates.searchsorted(seen), candidates.size - 1)
-            scores[at[candidates[at] == seen]] = -np.inf
+        if seen.size and candidates.size:  # both ascending: searches, not isin's sort
+            # Most seen items lie outside the candidates' span: two scalar searches
+            # leave the few inside it, often none.
+            seen = seen[seen.searchsorted(candidates[0]):
+                        seen.searchsorted(candidates[-1], "right")]
+            if seen.size:
+                at = np.minimum(candidates.searchsorted(seen), candidates.size - 1)
+                scores[at[candidates[at] == seen]] = -np.inf
         return _with_new(view, model, row, candidates, scores, fresh, n)
     strategy, scores, new_scores = "cold_start", model.item_popularity_, None
     if taste is not None:
@@ -277,6 +287,12 @@ def recommend(model, view: CatalogueView, user_id: str, n: int, as_of: float, *,
             new_scores = None if view.new is None else view.new.cluster_scores[match[0]]
     if new_scores is None and view.new is not None:
         new_scores = view.new.popularity
+    if strategy == "cold_start":  # the block's popularity order answers for every such user
+        best = block.most_popular(part, n).astype(np.intp)
+        if not fresh.size:
+            return Recommendation(best, view.item_ids[best],
+                                  scores[best].astype(np.float64), strategy)
+        candidates = np.sort(best)  # the model items that can still make the top n
     items = np.concatenate([candidates, fresh + view.n_model]) if fresh.size else candidates
     values = np.asarray(scores[candidates], dtype=np.float64)
     if fresh.size:

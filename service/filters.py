@@ -11,9 +11,10 @@ A filter is exact: the answer holds no event outside it, and is shorter than
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from functools import lru_cache
+from typing import NamedTuple
 
-from service.training.data import parse_timestamp
+from service.training.data import parse_iso
 
 #: The query parameters that filter, in the order the OpenAPI document lists them.
 FILTER_PARAMETERS = ("city", "category", "starts_after", "starts_before")
@@ -26,8 +27,7 @@ class FilterError(ValueError):
     """A filter value the caller got wrong; the message names the parameter."""
 
 
-@dataclass(frozen=True)
-class ItemFilter:
+class ItemFilter(NamedTuple):
     """Which events a request may be answered with; empty tuples mean any city or category."""
 
     cities: tuple[str, ...] = ()
@@ -36,7 +36,8 @@ class ItemFilter:
     starts_before: float = math.inf
 
 
-def _values(name: str, raw: list[str]) -> tuple[str, ...]:
+@lru_cache(maxsize=1024)  # a frontend asks for a few cities and categories, over and over
+def _values(name: str, raw: tuple[str, ...]) -> tuple[str, ...]:
     parts = [part.strip().lower() for text in raw for part in text.split(",") if part.strip()]
     if raw and not parts:
         raise FilterError(f"{name} needs at least one value, e.g. {name}=London")
@@ -54,7 +55,7 @@ def _instant(name: str, raw: list[str]) -> float | None:
     # RFC 3339 allows a lower-case "t" and "z", and a leap second, which Python refuses.
     normal = text.upper().replace(":60", ":59")
     try:
-        value = parse_timestamp(normal) if text and not text.lstrip("+-").isdigit() else None
+        value = parse_iso(normal) if text and not text.lstrip("+-").isdigit() else None
     except (ValueError, OverflowError, OSError):
         value = None
     if value is None or not math.isfinite(value):
@@ -70,7 +71,7 @@ def parse_filter(given: dict[str, list[str]]) -> ItemFilter | None:
     after = _instant("starts_after", given.get("starts_after", []))
     before = _instant("starts_before", given.get("starts_before", []))
     # An empty window (after >= before) is no mistake: nothing matches, the list is empty.
-    return ItemFilter(cities=_values("city", given.get("city", [])),
-                      categories=_values("category", given.get("category", [])),
+    return ItemFilter(cities=_values("city", tuple(given.get("city", ()))),
+                      categories=_values("category", tuple(given.get("category", ()))),
                       starts_after=-math.inf if after is None else after,
                       starts_before=math.inf if before is None else before)

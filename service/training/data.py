@@ -141,6 +141,11 @@ def parse_timestamp(text: str) -> float:
         if not math.isfinite(value):
             raise ValueError(text)
         return value
+    return parse_iso(text)
+
+
+def parse_iso(text: str) -> float:
+    """Return epoch seconds for ISO 8601 text (naive means UTC); raises ValueError otherwise."""
     stamp = datetime.fromisoformat(text.strip())
     if stamp.tzinfo is None:
         stamp = stamp.replace(tzinfo=timezone.utc)
