@@ -134,6 +134,17 @@ class Server:
                     pass
         return found
 
+    def cpu_seconds(self) -> float:
+        """Return the CPU time (user and system) the master and its workers have used."""
+        ticks = 0
+        for pid in self.pids():
+            try:  # the fields after the command's closing parenthesis; utime, stime are 12, 13
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         """Stop the whole process group: SIGTERM, then SIGKILL after 20 s."""
         if self.process is None:
@@ -404,9 +415,15 @@ def phase_throughput(args, settings, runs, workdir) -> dict[str, Any]:
                 log(f"round {index + 1}/{args.rounds}: {name}: warm-up {args.warmup:.0f} s, "
                     f"then {args.duration:.0f} s")
                 wrk(server.url, script, args.warmup, args, workdir)
+                cpu = server.cpu_seconds()
                 measured[name] = wrk(server.url, script, args.duration, args, workdir)
+                # Server CPU per request: unlike req/s, it does not move with how the
+                # scheduler shares the 2 cores between wrk and the workers.
+                measured[name]["cpu_us"] = ((server.cpu_seconds() - cpu) * 1e6
+                                            / max(measured[name]["requests"], 1))
                 log(f"  {measured[name]['rps']:.0f} req/s, p99 "
-                    f"{measured[name]['p99_us'] / 1000:.1f} ms, errors {measured[name]['errors']}")
+                    f"{measured[name]['p99_us'] / 1000:.1f} ms, errors {measured[name]['errors']}, "
+                    f"{measured[name]['cpu_us']:.0f} µs server CPU a request")
             out["rounds"].append(measured)
     finally:
         for server in list(Server.live):
@@ -648,6 +665,17 @@ def summarise(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                      f"{median(ratio_filtered):.0%}  "
                      f"[{', '.join(f'{v:.0%}' for v in ratio_filtered)}]",
                      "at most 5 points below Lineup / floor"))
+        peers = ("floor", "lineup", "filtered")
+        if all("cpu_us" in r[name] for r in rounds for name in peers):
+            cpu = {name: [r[name]["cpu_us"] for r in rounds] for name in peers}
+            rows.append(("server CPU a request, µs: floor / Lineup / filtered (medians)",
+                         " / ".join(f"{median(cpu[name]):.0f}" for name in peers), ""))
+            # Lineup / floor as the CPU each request costs, with and without the filter.
+            points = [100 * (f / p - f / q) for f, p, q in zip(*cpu.values())]
+            rows.append(("the filter's cost by server CPU, points of Lineup / floor "
+                         "(per round, median)",
+                         f"{median(points):.1f}  [{', '.join(f'{v:.1f}' for v in points)}]",
+                         "at most 5"))
         if "mlflow" in rps:
             ratio_ml = [r["lineup"]["rps"] / r["mlflow"]["rps"] for r in rounds]
             rows.append(("Lineup / MLflow (per round, median)",
