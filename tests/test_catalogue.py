@@ -66,6 +66,34 @@ def test_new_events_are_scored_from_metadata_and_sold_out_ones_disappear(
         assert set(np.char.lower(cities).tolist()) <= {"london"}
 
 
+@pytest.mark.parametrize("item_filter", [
+    ItemFilter(), ItemFilter(cities=("london",)),
+    ItemFilter(categories=("rock", "jazz"), starts_before=AS_OF + 10 * 86_400)])
+def test_a_cold_start_list_is_the_most_popular_of_the_model_and_new_events(
+        fitted_model, next_week, tmp_path, item_filter):
+    # Brute force over both parts of the catalogue: every event that is upcoming,
+    # available and in the filter, by popularity, equal ones in catalogue order.
+    popular = fitted_model.recommend("nobody", 5, as_of=AS_OF).item_ids.tolist()
+    view, _ = overlay(fitted_model, load_items(_write(tmp_path / "items.csv", next_week,
+                                                      sold_out=popular)))
+    new = view.new
+    starts = np.concatenate([view.starts_at, new.starts_at])
+    ok = ((starts > max(AS_OF, item_filter.starts_after)) & (starts < item_filter.starts_before)
+          & np.concatenate([view.available, np.ones(len(new), dtype=bool)]))
+    for names, vocabulary, codes in (
+            (item_filter.cities, view.cities, [view.city_codes, new.city_codes]),
+            (item_filter.categories, view.categories, [view.category_codes, new.category_codes])):
+        if names:
+            ok &= np.isin(np.concatenate(codes), [vocabulary[name] for name in names])
+    scores = np.concatenate([fitted_model.item_popularity_, new.popularity]).astype(np.float64)
+    candidates = ok.nonzero()[0]
+    want = candidates[np.lexsort((candidates, -scores[candidates]))][:15]
+    got = recommend(fitted_model, view, "nobody", 15, AS_OF, item_filter=item_filter)
+    assert got.strategy == "cold_start" and want.size == 15
+    assert got.items.tolist() == want.tolist()
+    np.testing.assert_array_equal(got.scores, scores[want])
+
+
 def test_check_refuses_a_catalogue_that_shrinks_too_much(fitted_model, next_week, tmp_path):
     full = load_items(_write(tmp_path / "full.csv", next_week))
     before = int((full.starts_at > AS_OF).sum())
