@@ -205,7 +205,9 @@ def apply_metaflow(settings: Mapping[str, Any]) -> None:
     filecache.CLIENT_CACHE_PATH = settings["METAFLOW_CLIENT_CACHE"]
     if settings["METADATA"] == "local":
         root = Path(settings["DATASTORE_ROOT"])
-        (root / ".metaflow").mkdir(parents=True, exist_ok=True)
+        # Inside an existing store only: a reader must never make again, empty, a
+        # store that was moved away (FileNotFoundError then).
+        (root / ".metaflow").mkdir(exist_ok=True)
         metaflow.metadata(f"local@{root}")
     metaflow.namespace(settings["METAFLOW_NAMESPACE"])
     _applied_metaflow = key

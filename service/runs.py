@@ -109,11 +109,14 @@ class MetaflowRunSource:
     def _client(self) -> Any:
         """Point the Metaflow client at our store and return the module."""
         root = Path(self.settings["DATASTORE_ROOT"]) / ".metaflow"
-        if self.settings["METADATA"] == "local" and not (
-                root.is_dir() and os.access(root, os.R_OK | os.X_OK)):
+        try:
+            if self.settings["METADATA"] == "local" and not (
+                    root.is_dir() and os.access(root, os.R_OK | os.X_OK)):
+                raise FileNotFoundError(root)
+            config.apply_metaflow(self.settings)  # raises the same if it went away since
+        except FileNotFoundError as exc:
             raise StoreUnavailable(f"Metaflow datastore {root} is missing or unreadable "
-                                   "(LINEUP_DATASTORE_ROOT names its parent)")
-        config.apply_metaflow(self.settings)
+                                   "(LINEUP_DATASTORE_ROOT names its parent)") from exc
         import metaflow
 
         return metaflow

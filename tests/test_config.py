@@ -29,3 +29,14 @@ def test_numbers_are_read_as_their_type(tmp_path):
     settings = config.load({"LINEUP_HOME": str(tmp_path), "LINEUP_THREADS": " 8 ",
                             "LINEUP_CHECK_TIMEOUT": "2.5"})
     assert settings["THREADS"] == 8 and settings["CHECK_TIMEOUT"] == 2.5
+
+
+def test_pointing_metaflow_at_a_store_that_is_gone_never_makes_it_again(tmp_path):
+    # A reader applies the settings after checking the store; if the store was
+    # moved away in between, nothing may make it again, empty, under the readers.
+    gone = tmp_path / "datastore"
+    settings = config.load({"LINEUP_HOME": str(tmp_path / "home"), "METAFLOW_USER": "lineup-test",
+                            "LINEUP_DATASTORE_ROOT": str(gone)})
+    with pytest.raises(FileNotFoundError):
+        config.apply_metaflow(settings)
+    assert not gone.exists()

@@ -184,6 +184,28 @@ def test_an_unreachable_store_is_reported_not_waited_on(tmp_path, aws, s3_env):
     assert time.monotonic() - started < 10
 
 
+def test_a_store_moved_away_during_a_write_is_not_made_again(tmp_path):
+    # The folder goes away just after the write's check passed (an operator's
+    # move, a lost mount): the write fails, and nothing makes the folder again.
+    anchor = tmp_path / "datastore"
+    anchor.mkdir()
+    folder = FolderMedium(anchor / ".lineup" / "Flow", anchor=anchor)
+    check = folder._reachable
+
+    def check_then_move_away() -> None:
+        check()
+        if anchor.exists():
+            anchor.rename(tmp_path / "datastore-away")
+
+    folder._reachable = check_then_move_away
+    for write in (lambda: folder.put_any("workers/a.json", b"{}"),
+                  lambda: folder.put("selection-lease.json", b"{}", None)):
+        with pytest.raises(StoreUnreachable):
+            write()
+        assert not anchor.exists()
+        (tmp_path / "datastore-away").rename(anchor)
+
+
 def test_the_settings_choose_the_store(settings, tmp_path):
     shared = decision_store(settings)
     assert isinstance(shared, SharedDecisionStore)

@@ -119,8 +119,21 @@ class FolderMedium:
         return version
 
     def _prepare(self, path: Path) -> None:
-        self._reachable()  # the anchor exists: only folders below it are made
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Make the folders between the anchor and ``path``, never the anchor itself.
+
+        One level at a time, each on its parent: ``mkdir(parents=True)`` would
+        make the anchor again, empty, if it were moved away after the check.
+        """
+        self._reachable()
+        missing, folder = [], path.parent
+        while not folder.is_dir():
+            if folder == self.anchor:
+                self._reachable()  # raises: it went away since the check
+            missing.append(folder)
+            folder = folder.parent
+        for folder in reversed(missing):
+            with contextlib.suppress(FileExistsError):
+                folder.mkdir()
 
     def put(self, key: str, body: bytes, expect: str | None) -> str:
         path = self._path(key)
