@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from service.catalogued import top_indices
+
 #: Bytes of factor blocks one view keeps (a city's block of the sample model is 0.3 MB).
 BUDGET_BYTES = 64 << 20
 #: Blocks one view keeps, whatever their size: filters that match nothing make empty
@@ -48,8 +50,8 @@ class Block:
     columns: np.ndarray | None = None
     #: For a filter of one city the model ranks per user: that city's row index.
     ranked_city: int | None = None
-    #: Positions in the block by popularity, highest first, equal ones in position
-    #: order (as ``top_indices`` breaks ties); None when no popularity was given.
+    #: Positions in the block by popularity as ``top_indices`` ranks them (equal ones
+    #: in position order, NaN and -inf left out); None when no popularity was given.
     by_popularity: np.ndarray | None = None
 
     @property
@@ -88,11 +90,8 @@ def gather(items: np.ndarray, factors: np.ndarray, bias: np.ndarray, *,
 
     When ``items`` are every row, the block is a view of the model's arrays.
     """
-    by_popularity = None
-    if popularity is not None:  # as top_indices: NaN and -inf are never recommended
-        values = np.asarray(popularity[items], dtype=np.float64)
-        order = np.negative(values).argsort(kind="stable")
-        by_popularity = order[values[order] > -np.inf].astype(np.int32)
+    by_popularity = None if popularity is None else top_indices(
+        np.asarray(popularity[items], dtype=np.float64), items.size).astype(np.int32)
     if items.size == factors.shape[0]:  # ascending and unique: every item, in order
         return Block(items, factors, bias, cities, categories, ranked_city=ranked_city,
                      by_popularity=by_popularity)
