@@ -28,8 +28,9 @@ class EventRecommender(Catalogued, BaseEstimator):
     ``weighting`` says ("raw"; "binary": 1 whatever the weight; "log":
     ``log1p(weight)``), decayed by age with ``half_life_days`` (``inf``: no
     decay) and, with a finite ``user_half_life``, halved for every that many
-    later interactions of the same user (a user's latest taste counts most,
-    whenever they were active), damps repeats with ``log1p``, and scales each
+    later interactions of the same user down to ``user_decay_floor`` of
+    itself (a user's latest taste counts most, whenever they were active, and
+    their older taste is never forgotten), damps repeats with ``log1p``, and scales each
     item column by ``count ** -count_exponent`` so blockbusters do not swamp
     the factors. A truncated SVD (randomized, ``n_components``) of that
     matrix gives item factors V and user factors (the user's row projected on
@@ -86,6 +87,7 @@ class EventRecommender(Catalogued, BaseEstimator):
     frontend sends most, one city, is a row read too (service/catalogue_view.py).
     """
 
+    #: 8: ``user_decay_floor``, what the user half-life leaves of an old interaction;
     #: 7: each user's best items per city (``ranked_cities_``, ``user_city_ranking_``);
     #: 6: segment demand columns (``segment_vocab_``, ``launch_prior_``);
     #: 5: items keep their city, new items are scored from metadata (issue 12);
@@ -93,7 +95,7 @@ class EventRecommender(Catalogued, BaseEstimator):
     #: ``weighting`` and ``user_half_life`` are parameters (3: each user's best
     #: items are ranked at fit time; 2: the catalogue is in start order; 1: by
     #: item id).
-    SCHEMA_VERSION = 7
+    SCHEMA_VERSION = 8
 
     #: Cities ranked per user at most (the busiest): the rows cost users x cities x
     #: n_ranked_per_city x 4 bytes, 14 MB for the sample's 18k users and 6 cities.
@@ -105,7 +107,8 @@ class EventRecommender(Catalogued, BaseEstimator):
 
     def __init__(self, *, n_components: int = 64, n_clusters: int = 8,
                  popularity_weight: float = 0.15, half_life_days: float = 14.0,
-                 user_half_life: float = np.inf, weighting: str = "raw", n_ranked: int = 100,
+                 user_half_life: float = np.inf, user_decay_floor: float = 0.0,
+                 weighting: str = "raw", n_ranked: int = 100,
                  metadata_shrinkage: float = 3.0, metadata_min_count: int = 5,
                  metadata_alpha: float = 1.0, content_dims: int = 32,
                  content_weight: float = 0.1, new_content_weight: float = 0.175,
@@ -118,6 +121,7 @@ class EventRecommender(Catalogued, BaseEstimator):
         self.popularity_weight = popularity_weight
         self.half_life_days = half_life_days
         self.user_half_life = user_half_life
+        self.user_decay_floor = user_decay_floor
         self.weighting = weighting
         self.n_ranked = n_ranked
         self.metadata_shrinkage = metadata_shrinkage
@@ -143,10 +147,14 @@ class EventRecommender(Catalogued, BaseEstimator):
         if self.weighting not in self.WEIGHTINGS:
             raise ValueError(f"weighting {self.weighting!r} is not one of "
                              f"{', '.join(self.WEIGHTINGS)}")
+        if not 0.0 <= self.user_decay_floor <= 1.0:
+            raise ValueError(f"user_decay_floor {self.user_decay_floor!r} is not in [0, 1]")
         rows, cols, weight, decay = self._index_data(X, items)
         value = self.WEIGHTINGS[self.weighting](weight) * decay
         if np.isfinite(self.user_half_life):
-            value *= np.exp2(-later_rows(rows, X.timestamp) / self.user_half_life)
+            floor = self.user_decay_floor
+            value *= floor + (1.0 - floor) * np.exp2(-later_rows(rows, X.timestamp)
+                                                     / self.user_half_life)
         n_users, n_items = self.user_ids_.shape[0], self.item_ids_.shape[0]
         matrix = sparse.csr_matrix((value, (rows, cols)), shape=(n_users, n_items))
         matrix.sum_duplicates()

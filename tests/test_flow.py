@@ -84,8 +84,8 @@ def test_flow_stores_its_protocol_intervals_and_search(small_run):
         assert diff["low"] < diff["mean"] < diff["high"] and diff["low"] > 0
         assert diff["mean"] == pytest.approx(
             data.holdout_metrics[metric] - data.baseline_metrics[metric])
-    axes = {"n_components", "half_life_days", "user_half_life", "popularity_weight",
-            "weighting"}
+    axes = {"n_components", "half_life_days", "user_half_life", "user_decay_floor",
+            "popularity_weight", "weighting"}
     assert set(data.best_params) == axes
     assert len(data.search_results) >= 3
     assert all(set(result) >= axes | {"ndcg@10", "seconds"} for result in data.search_results)

@@ -125,6 +125,23 @@ def test_coordinate_descent_finds_the_optimum_and_scores_no_point_twice():
     assert len(keys) == len(set(keys)) and (0, "x", 1.0) not in keys
 
 
+def test_points_that_make_the_same_model_are_scored_once():
+    space = {"user_half_life": [math.inf, 10.0], "user_decay_floor": [0.0, 0.1, 0.3]}
+    scored = []
+
+    def score(point):
+        scored.append(dict(point))
+        return {"ndcg@10": 0.0}
+
+    start = search.timed(score, {"user_half_life": math.inf, "user_decay_floor": 0.0})
+    search.run(space, start, ["user_decay_floor", "user_half_life"], score, 60.0, "ndcg@10")
+    # Without a half-life every floor is floor 0: the start point; with one, each floor.
+    assert scored == [{"user_half_life": math.inf, "user_decay_floor": 0.0},
+                      {"user_half_life": 10.0, "user_decay_floor": 0.0}]
+    assert search.same_model({"user_half_life": math.inf, "user_decay_floor": 0.3}) == {
+        "user_half_life": math.inf, "user_decay_floor": 0.0}
+
+
 def test_the_budget_stops_the_search_after_the_first_point():
     start = search.timed(_score, {"a": 0, "b": "x", "c": 1.0})
     assert len(search.run(SPACE, start, ["a", "b", "c"], _score, 0.0, "ndcg@10")) == 1

@@ -232,7 +232,8 @@ def test_seen_comes_from_the_interaction_kind_not_the_weight():
 
 
 @pytest.mark.parametrize("params", [{"weighting": "log"}, {"weighting": "binary"},
-                                    {"user_half_life": 3.0}, {"half_life_days": np.inf}])
+                                    {"user_half_life": 3.0}, {"half_life_days": np.inf},
+                                    {"user_half_life": 3.0, "user_decay_floor": 0.1}])
 def test_weightings_and_half_lives_change_the_factors(small_world, fitted_model, params):
     log, catalogue = small_world
     model = EventRecommender(n_components=16, n_clusters=1, n_ranked=0, **params).fit(
@@ -244,6 +245,33 @@ def test_weightings_and_half_lives_change_the_factors(small_world, fitted_model,
 def test_unknown_weighting_is_refused(small_world):
     with pytest.raises(ValueError, match="weighting 'square' is not one of raw, binary, log"):
         EventRecommender(weighting="square").fit(small_world[0])
+    with pytest.raises(ValueError, match=r"user_decay_floor 1.5 is not in \[0, 1\]"):
+        EventRecommender(user_decay_floor=1.5).fit(small_world[0])
+
+
+def test_the_decay_floor_keeps_a_users_older_taste():
+    from service.training.data import Interactions
+
+    # u bought a0..a19 long ago, then x0..x9; v bought the a's and b, w the x's and c.
+    # With the user half-life alone the a's fade from u's profile and c, the
+    # recent taste's item, leads; the higher the floor, the more the a's still
+    # count, and b gains on c until, with no decay at all, it leads.
+    old, recent = [f"a{i}" for i in range(20)], [f"x{i}" for i in range(10)]
+    users = ["u"] * 30 + ["v"] * 21 + ["w"] * 11
+    items = old + recent + old + ["b"] + recent + ["c"]
+    log = Interactions.from_arrays(users, items, np.arange(len(users), dtype=float))
+
+    def lead_of_b(floor: float) -> float:
+        model = EventRecommender(n_components=2, n_clusters=1, popularity_weight=0.0,
+                                 half_life_days=np.inf, user_half_life=2.0,
+                                 user_decay_floor=floor).fit(log)
+        listed = model.recommend("u", 2)
+        assert sorted(listed.item_ids.tolist()) == ["b", "c"]
+        scores = dict(zip(listed.item_ids.tolist(), listed.scores.tolist()))
+        return scores["b"] - scores["c"]
+
+    leads = [lead_of_b(floor) for floor in (0.0, 0.1, 0.3, 1.0)]
+    assert leads[0] < 0 < leads[-1] and leads == sorted(leads)
 
 
 def test_momentum_ranks_a_hot_new_item_above_an_old_one_that_sold_as_much():

@@ -101,6 +101,9 @@ class LineupTrainFlow(FlowSpec):
     user_half_lives = Parameter("user_half_lives", default="inf,3,10,30",
                                 help="Half-lives counted in each user's later interactions to "
                                      "search ('inf': off)")
+    user_decay_floors = Parameter("user_decay_floors", default="0,0.1,0.3",
+                                  help="Shares of an old interaction's weight the user "
+                                       "half-life keeps, to search (0: it fades away)")
     popularity_weights = Parameter("popularity_weights", default="0,0.1,0.3,1",
                                    help="Popularity prior weights to search")
     weightings = Parameter("weightings", default="raw,log,binary",
@@ -207,6 +210,7 @@ class LineupTrainFlow(FlowSpec):
         space = {
             "half_life_days": search.half_lives(self.half_lives, span_days),
             "user_half_life": search.parse_list(self.user_half_lives),
+            "user_decay_floor": search.parse_list(self.user_decay_floors),
             "popularity_weight": search.parse_list(self.popularity_weights),
             "n_components": search.parse_list(self.grid, int),
             "weighting": search.parse_list(self.weightings, str)}

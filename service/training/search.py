@@ -1,8 +1,9 @@
 """The hyperparameter search: which points, in which order, inside a time budget.
 
-The space has five axes: the SVD rank (``n_components``), the recency
+The space has six axes: the SVD rank (``n_components``), the recency
 half-life in days (``inf``: no decay), the half-life counted in each user's
-own later interactions (``user_half_life``, ``inf``: off), the popularity
+own later interactions (``user_half_life``, ``inf``: off) and the share of
+an old interaction's weight it keeps (``user_decay_floor``), the popularity
 prior's weight and the interaction weighting (raw strength, binary, log).
 A full grid is hundreds of fits, so each ``foreach`` task runs a coordinate
 descent from the estimator's defaults: every value of one axis with the
@@ -55,6 +56,17 @@ def orders(space: dict[str, Sequence[Any]], tasks: int) -> list[list[str]]:
     return [axes[i % len(axes):] + axes[:i % len(axes)] for i in range(max(1, int(tasks)))]
 
 
+def same_model(point: dict[str, Any]) -> dict[str, Any]:
+    """Return ``point`` with a value that cannot change the model set to its neutral one.
+
+    Without a user half-life (``inf``) nothing decays, so a decay floor
+    changes nothing: every such point is the one with floor 0, scored once.
+    """
+    if "user_decay_floor" in point and not math.isfinite(point.get("user_half_life", 0.0)):
+        return {**point, "user_decay_floor": 0.0}
+    return point
+
+
 def run(space: dict[str, Sequence[Any]], start: dict[str, Any], order: Sequence[str],
         score: Callable[[dict[str, Any]], dict[str, Any]], budget_seconds: float,
         metric: str) -> list[dict[str, Any]]:
@@ -62,19 +74,22 @@ def run(space: dict[str, Sequence[Any]], start: dict[str, Any], order: Sequence[
 
     ``start`` is a scored point (``{**params, **metrics}``, see :func:`timed`),
     so parallel tasks do not all score it again. Passes repeat until one
-    changes nothing or the budget is spent. The first point is always scored
+    changes nothing or the budget is spent. Points that make the same model
+    (:func:`same_model`) are scored once. The first point is always scored
     and the budget runs from its end (a process's first fit pays for imports
     and warm-up, several seconds under load); after that a point is started
     only when the previous one's duration still fits. Returns the newly
     scored points, each ``{**point, **score(point), "seconds": s}``.
     """
     axes = list(space)
+    start = {**start, **same_model({a: start[a] for a in axes})}
     results: dict[tuple, dict[str, Any]] = {tuple(sorted((a, start[a]) for a in axes)): start}
     began = None
     last = 0.0
 
     def scored(point: dict[str, Any]) -> dict[str, Any] | None:
         nonlocal began, last
+        point = same_model(point)
         key = tuple(sorted(point.items()))
         if key not in results:
             if began is not None and time.monotonic() - began + last > budget_seconds:
