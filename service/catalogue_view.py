@@ -233,14 +233,20 @@ def recommend(model, view: CatalogueView, user_id: str, n: int, as_of: float, *,
     Exact: never an item outside the filter or unavailable, and shorter than
     n only when fewer items qualify. A known user's list is read from a
     fit-time ranking when it can answer exactly and ``use_ranking`` is True,
-    or None (requests) and more than SCORE_DIRECTLY_UP_TO items match; False
-    always scores the candidates (the gate compares the two).
+    or None (requests) and the filter is one ranked city or more than
+    SCORE_DIRECTLY_UP_TO items match; False always scores the candidates
+    (the gate compares the two).
     """
     item_filter = item_filter or ItemFilter()
     # Array methods, not np.searchsorted and np.flatnonzero: their dispatch costs
     # about 0.8 µs a call, a tenth of a filtered request's own work.
     first = int(view.starts_at.searchsorted(as_of, side="right"))
     lo, hi = _window(view, item_filter, first)
+    if use_ranking is not False and view.plain and len(item_filter.cities) == 1 \
+            and not item_filter.categories:
+        listed = _from_city_ranking(model, view, user_id, item_filter.cities[0], first, lo, hi, n)
+        if listed is not None:
+            return listed
     if not view.by_factors:
         return _through_model(model, view, user_id, n, as_of, taste, lo, hi,
                               view.wanted(item_filter.cities, view.cities),
@@ -251,18 +257,20 @@ def recommend(model, view: CatalogueView, user_id: str, n: int, as_of: float, *,
     row = model._user_row(user_id)
     part = block.window(lo, hi)
     candidates = block.items[part]
-    if use_ranking is None:
-        use_ranking = candidates.size > SCORE_DIRECTLY_UP_TO
+    if use_ranking is None:  # a city's own row, unfiltered, beats scoring any block
+        use_ranking = candidates.size > SCORE_DIRECTLY_UP_TO or (
+            block.ranked_city is not None and categories is None)
     if row >= 0 and use_ranking and first >= model.ranked_from_:
         if block.ranked_city is not None:  # the user's row for this city: no city to match
-            ranking, match_cities = model.user_city_ranking_[row, block.ranked_city], None
+            ranking = model.user_city_ranking_[row, block.ranked_city]
+            ranked_scores = model.user_city_ranking_scores_[row, block.ranked_city]
+            match_cities = None
         else:
-            ranking, match_cities = model.user_ranking_[row], cities
+            ranking, ranked_scores = model.user_ranking_[row], model.user_ranking_scores_[row]
+            match_cities = cities
         kept = _matches(view, ranking, lo, hi, match_cities, categories).nonzero()[0][:n]
-        if kept.size >= n or ranking[-1] < 0:  # exact: see EventRecommender._from_ranking
-            old = ranking[kept].astype(np.intp)
-            old_scores = model.item_factors_[old] @ model.user_factors_[row]
-            old_scores += model.item_bias_[old]
+        if kept.size >= n or ranking[-1] < 0:  # exact: see EventRecommender.read_ranking
+            old, old_scores = ranking[kept].astype(np.intp), ranked_scores[kept]
             if not fresh.size:  # the ranking is best first already
                 return Recommendation(old, view.item_ids[old],
                                       old_scores.astype(np.float64), "personalised")
@@ -300,11 +308,28 @@ def recommend(model, view: CatalogueView, user_id: str, n: int, as_of: float, *,
     return _merge(items, values, n, strategy, view)
 
 
+def _from_city_ranking(model, view: CatalogueView, user_id: str, city: str, first: int,
+                       lo: int, hi: int, n: int) -> Recommendation | None:
+    """Read a known user's list for one ranked city from their row, or None when it cannot.
+
+    For a view that changes nothing (no item unavailable, none new) the row
+    is the answer: the most common filter costs what an unfiltered request does.
+    """
+    ranked = view.ranked_cities.get(view.cities.get(city, -1))
+    if ranked is None or first < model.ranked_from_:
+        return None
+    row = model._user_row(user_id)
+    if row < 0:
+        return None
+    return model.read_ranking(model.user_city_ranking_[row, ranked],
+                              model.user_city_ranking_scores_[row, ranked], lo, hi, n)
+
+
 def scores_by_factors(model) -> bool:
     """True for a model this module scores itself (factors, a fit-time ranking, a metadata map)."""
     return all(hasattr(model, name) for name in (
         "user_factors_", "item_factors_", "item_bias_", "user_ranking_", "user_city_ranking_",
-        "feature_weights_"))
+        "user_city_ranking_scores_", "feature_weights_"))
 
 
 def _through_model(model, view: CatalogueView, user_id: str, n: int, as_of: float,

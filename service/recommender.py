@@ -83,11 +83,13 @@ class EventRecommender(Catalogued, BaseEstimator):
     upcoming items); it scores the catalogue only when too few ranked items
     are left. It also stores, for each of the ``MAX_RANKED_CITIES`` cities
     with most upcoming items (``ranked_cities_``, lower case), the user's
-    ``n_ranked_per_city`` best unseen items there, so the filter a ticketing
-    frontend sends most, one city, is a row read too (service/catalogue_view.py).
+    ``n_ranked_per_city`` best unseen items there with their scores, so the
+    filter a ticketing frontend sends most, one city, is a row read too
+    (service/catalogue_view.py).
     """
 
-    #: 8: ``user_decay_floor``, what the user half-life leaves of an old interaction;
+    #: 8: ``user_decay_floor``, what the user half-life leaves of an old interaction,
+    #: and ``user_city_ranking_scores_``, so a one-city list is read, not scored;
     #: 7: each user's best items per city (``ranked_cities_``, ``user_city_ranking_``);
     #: 6: segment demand columns (``segment_vocab_``, ``launch_prior_``);
     #: 5: items keep their city, new items are scored from metadata (issue 12);
@@ -97,8 +99,9 @@ class EventRecommender(Catalogued, BaseEstimator):
     #: item id).
     SCHEMA_VERSION = 8
 
-    #: Cities ranked per user at most (the busiest): the rows cost users x cities x
-    #: n_ranked_per_city x 4 bytes, 14 MB for the sample's 18k users and 6 cities.
+    #: Cities ranked per user at most (the busiest): the rows and their scores cost
+    #: users x cities x n_ranked_per_city x 8 bytes, 28 MB for the sample's 18k users
+    #: and 6 cities.
     #: At most 127: consistency_problems reads a row's city as an int8.
     MAX_RANKED_CITIES = 16
 
@@ -244,6 +247,7 @@ class EventRecommender(Catalogued, BaseEstimator):
             "segment_vocab_": ArraySpec(("segments",), "any"),
             "ranked_cities_": ArraySpec(("ranked_cities",), "any"),
             "user_city_ranking_": ArraySpec(("users", "ranked_cities", None)),
+            "user_city_ranking_scores_": ArraySpec(("users", "ranked_cities", None)),
         }
 
     def consistency_problems(self) -> list[str]:
@@ -269,6 +273,9 @@ class EventRecommender(Catalogued, BaseEstimator):
     def _city_ranking_problems(self) -> list[str]:
         """Return how the per-city rows break their contract: upcoming items of their city."""
         ranking = self.user_city_ranking_
+        if self.user_city_ranking_scores_.shape != ranking.shape:
+            return [f"user_city_ranking_scores_ has shape {self.user_city_ranking_scores_.shape}, "
+                    f"user_city_ranking_ {ranking.shape}"]
         if not ranking.size:
             return []
         if ranking.max() >= self.item_ids_.shape[0] or np.any(
@@ -311,6 +318,7 @@ class EventRecommender(Catalogued, BaseEstimator):
         self.user_ranking_ = np.full((n_users, width), -1, dtype=np.int32)
         self.user_ranking_scores_ = np.zeros(self.user_ranking_.shape, dtype=np.float32)
         self.user_city_ranking_ = np.full((n_users, len(in_city), per_city), -1, dtype=np.int32)
+        self.user_city_ranking_scores_ = np.zeros(self.user_city_ranking_.shape, dtype=np.float32)
         for row in range(n_users if width else 0):
             scores = self._user_scores(row, first)
             best = self._finish(scores, first, row, width, "personalised")  # masks seen items
@@ -319,6 +327,7 @@ class EventRecommender(Catalogued, BaseEstimator):
             for city, items in enumerate(in_city):
                 top = items[top_indices(scores[items], per_city)]
                 self.user_city_ranking_[row, city, :top.size] = top + first
+                self.user_city_ranking_scores_[row, city, :top.size] = scores[top]
 
     def _user_scores(self, row: int, first: int) -> np.ndarray:
         """Score items ``first:`` for the user in ``row`` (a fresh array)."""
@@ -329,20 +338,31 @@ class EventRecommender(Catalogued, BaseEstimator):
     def _from_ranking(self, row: int, first: int, n: int) -> Recommendation | None:
         """Read the top n from the user's fit-time ranking, or None when it cannot answer exactly.
 
-        Exact because every upcoming item left out of the ranking scores below
-        every item in it; it cannot answer for an instant before the fit
-        (items it skipped as started are upcoming then), nor when fewer than n
-        of a full row are still upcoming.
+        It cannot answer for an instant before the fit: items it skipped as
+        started are upcoming then.
         """
         if first < self.ranked_from_ or not self.user_ranking_.shape[1]:
             return None
-        ranking = self.user_ranking_[row]
-        kept = (ranking >= first).nonzero()[0][:n]
+        return self.read_ranking(self.user_ranking_[row], self.user_ranking_scores_[row],
+                                 first, self.item_ids_.shape[0], n)
+
+    def read_ranking(self, ranking: np.ndarray, scores: np.ndarray, lo: int, hi: int,
+                     n: int) -> Recommendation | None:
+        """Return the first n items of a fit-time ranking row in ``[lo, hi)``, or None.
+
+        ``ranking`` is a row of ``user_ranking_`` or ``user_city_ranking_``
+        (item indices best first, padded with -1) and ``scores`` its scores.
+        Exact because every item left out of a row scores below every item in
+        it; so None only when fewer than n of a full row are in the range.
+        """
+        inside = ranking >= lo  # lo >= 0: padding never passes
+        if hi < self.item_ids_.shape[0]:
+            inside &= ranking < hi
+        kept = inside.nonzero()[0][:n]
         if kept.size < n and ranking[-1] >= 0:
             return None
         items = ranking[kept].astype(np.intp)
-        return Recommendation(items, self.item_ids_[items],
-                              self.user_ranking_scores_[row, kept].astype(np.float64),
+        return Recommendation(items, self.item_ids_[items], scores[kept].astype(np.float64),
                               "personalised")
 
     def _label_clusters(self, per_cluster: np.ndarray) -> np.ndarray:

@@ -66,6 +66,20 @@ def test_new_events_are_scored_from_metadata_and_sold_out_ones_disappear(
         assert set(np.char.lower(cities).tolist()) <= {"london"}
 
 
+def _qualifying(view, item_filter):
+    """Which model and new items (in that order) are upcoming, available and in the filter."""
+    new = view.new
+    starts = np.concatenate([view.starts_at, new.starts_at])
+    ok = ((starts > max(AS_OF, item_filter.starts_after)) & (starts < item_filter.starts_before)
+          & np.concatenate([view.available, np.ones(len(new), dtype=bool)]))
+    for names, vocabulary, codes in (
+            (item_filter.cities, view.cities, [view.city_codes, new.city_codes]),
+            (item_filter.categories, view.categories, [view.category_codes, new.category_codes])):
+        if names:
+            ok &= np.isin(np.concatenate(codes), [vocabulary[name] for name in names])
+    return ok
+
+
 @pytest.mark.parametrize("item_filter", [
     ItemFilter(), ItemFilter(cities=("london",)),
     ItemFilter(categories=("rock", "jazz"), starts_before=AS_OF + 10 * 86_400)])
@@ -76,22 +90,42 @@ def test_a_cold_start_list_is_the_most_popular_of_the_model_and_new_events(
     popular = fitted_model.recommend("nobody", 5, as_of=AS_OF).item_ids.tolist()
     view, _ = overlay(fitted_model, load_items(_write(tmp_path / "items.csv", next_week,
                                                       sold_out=popular)))
-    new = view.new
-    starts = np.concatenate([view.starts_at, new.starts_at])
-    ok = ((starts > max(AS_OF, item_filter.starts_after)) & (starts < item_filter.starts_before)
-          & np.concatenate([view.available, np.ones(len(new), dtype=bool)]))
-    for names, vocabulary, codes in (
-            (item_filter.cities, view.cities, [view.city_codes, new.city_codes]),
-            (item_filter.categories, view.categories, [view.category_codes, new.category_codes])):
-        if names:
-            ok &= np.isin(np.concatenate(codes), [vocabulary[name] for name in names])
-    scores = np.concatenate([fitted_model.item_popularity_, new.popularity]).astype(np.float64)
-    candidates = ok.nonzero()[0]
+    scores = np.concatenate([fitted_model.item_popularity_,
+                             view.new.popularity]).astype(np.float64)
+    candidates = _qualifying(view, item_filter).nonzero()[0]
     want = candidates[np.lexsort((candidates, -scores[candidates]))][:15]
     got = recommend(fitted_model, view, "nobody", 15, AS_OF, item_filter=item_filter)
     assert got.strategy == "cold_start" and want.size == 15
     assert got.items.tolist() == want.tolist()
     np.testing.assert_array_equal(got.scores, scores[want])
+
+
+@pytest.mark.parametrize("use_ranking", [True, None, False], ids=["rankings", "requests", "block"])
+@pytest.mark.parametrize("item_filter", [
+    ItemFilter(), ItemFilter(cities=("london",)),
+    ItemFilter(cities=("london",), starts_before=AS_OF + 10 * 86_400)])
+def test_a_known_users_list_is_the_top_n_of_the_model_and_new_events(
+        fitted_model, next_week, tmp_path, item_filter, use_ranking):
+    # Brute force: score every qualifying model and new event with the user's
+    # factors, leave out what they bought, take the best 10.
+    popular = fitted_model.recommend("nobody", 5, as_of=AS_OF).item_ids.tolist()
+    view, _ = overlay(fitted_model, load_items(_write(tmp_path / "items.csv", next_week,
+                                                      sold_out=popular)))
+    qualifying = _qualifying(view, item_filter)
+    model = fitted_model
+    for user_id in model.user_ids_[::97][:12].tolist():
+        row = model._user_row(user_id)
+        factors = model.user_factors_[row]
+        scores = np.concatenate([model.item_factors_ @ factors + model.item_bias_,
+                                 view.new.factors @ factors + view.new.bias]).astype(np.float64)
+        allowed = qualifying.copy()
+        allowed[model.seen_indices_[model.seen_indptr_[row]:model.seen_indptr_[row + 1]]] = False
+        candidates = allowed.nonzero()[0]
+        want = candidates[np.argsort(-scores[candidates], kind="stable")][:10]
+        got = recommend(model, view, user_id, 10, AS_OF, item_filter=item_filter,
+                        use_ranking=use_ranking)
+        assert got.strategy == "personalised" and len(got.items) == want.size == 10
+        np.testing.assert_allclose(got.scores, scores[want], rtol=1e-5, atol=1e-5)
 
 
 def test_check_refuses_a_catalogue_that_shrinks_too_much(fitted_model, next_week, tmp_path):

@@ -405,6 +405,16 @@ def with_city_rows_swapped(model):
     return model
 
 
+def with_city_scores_of_other_users(model):
+    model.user_city_ranking_scores_ = np.roll(model.user_city_ranking_scores_, 1, axis=0)
+    return model
+
+
+def with_city_scores_cut(model):
+    model.user_city_ranking_scores_ = model.user_city_ranking_scores_[:, :, :-1]
+    return model
+
+
 def with_nan_feature_weights(model):
     model.feature_weights_ = model.feature_weights_.copy()
     model.feature_weights_[0, 0] = np.nan
@@ -485,6 +495,10 @@ def as_impostor(model):
      "the per-city ranking (user_city_ranking_) disagrees with the model's factors"),
     (with_city_rows_swapped, {"check_array_shapes", "check_ranking_matches_scoring"},
      "user_city_ranking_ holds"),
+    # A one-city list is read with its stored scores.
+    (with_city_scores_of_other_users, {"check_ranking_matches_scoring"},
+     "got ranked scores that scoring does not give in"),
+    (with_city_scores_cut, {"check_array_shapes"}, "user_city_ranking_scores_ has shape ("),
     (with_first_repeated, {"check_golden_users_lists"},
      "20 of 20 golden users got duplicate items"),
     (with_short_lists, {"check_golden_users_lists"},
