@@ -354,10 +354,14 @@ def test_concurrent_reloads_evaluate_each_candidate_once(store, serve):
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 4 MB tmpfs for the state folder; skip where mounting is not permitted."""
+    """A 16 MB tmpfs for the state folder; skip where mounting is not permitted.
+
+    It holds the small world's model copy (5 MB with schema 8's per-city
+    scores) and the decision until the test fills it.
+    """
     mount = tmp_path / "state"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)],
                           capture_output=True, text=True, check=False)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
