@@ -257,7 +257,7 @@ def recommend(model, view: CatalogueView, user_id: str, n: int, as_of: float, *,
     row = model._user_row(user_id)
     part = block.window(lo, hi)
     candidates = block.items[part]
-    if use_ranking is None:  # a city's own row, unfiltered, beats scoring any block
+    if use_ranking is None:  # a city's own row, with no category to match, beats any block
         use_ranking = candidates.size > SCORE_DIRECTLY_UP_TO or (
             block.ranked_city is not None and categories is None)
     if row >= 0 and use_ranking and first >= model.ranked_from_:

@@ -30,9 +30,9 @@ class EventRecommender(Catalogued, BaseEstimator):
     decay) and, with a finite ``user_half_life``, halved for every that many
     later interactions of the same user down to ``user_decay_floor`` of
     itself (a user's latest taste counts most, whenever they were active, and
-    their older taste is never forgotten), damps repeats with ``log1p``, and scales each
-    item column by ``count ** -count_exponent`` so blockbusters do not swamp
-    the factors. A truncated SVD (randomized, ``n_components``) of that
+    their older taste is never forgotten), damps repeats with ``log1p``, and
+    scales each item column by ``count ** -count_exponent`` so blockbusters do
+    not swamp the factors. A truncated SVD (randomized, ``n_components``) of that
     matrix gives item factors V and user factors (the user's row projected on
     V, normalised to unit length). A user's scores are ``V @ u`` plus
     ``popularity_weight`` times a log-scaled popularity prior, the item's
