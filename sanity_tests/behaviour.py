@@ -152,7 +152,8 @@ def check_ranking_matches_scoring(model: Any, context: RunContext) -> None:
     """Require each golden and probe user's list from the fit-time ranking to be the scored one.
 
     A model that ranks per city too (``user_city_ranking_``, read for a
-    one-city filter) must agree there as well, for each golden user and city.
+    one-city filter) and per city and category (``user_city_category_ranking_``)
+    must agree there as well, for each golden user, city and category.
     """
     from service.catalogue_view import build_view, recommend
     from service.filters import ItemFilter
@@ -174,22 +175,28 @@ def check_ranking_matches_scoring(model: Any, context: RunContext) -> None:
     if not cities:
         return
     view = build_view(model)
+    categories = [(), *((str(category),) for category in
+                        getattr(model, "ranked_categories_", ()))]
 
-    def judge_cities(user_id: str) -> dict[str, str]:
+    def judge_segments(user_id: str) -> dict[str, str]:
         for city in cities:
-            lists = [recommend(model, view, user_id, context.thresholds.n, context.as_of,
-                               item_filter=ItemFilter(cities=(city,)), use_ranking=use)
-                     for use in (True, False)]
-            problems = _disagreement(*lists)
-            if problems:
-                return {f"{problem} in {city}": detail for problem, detail in problems.items()}
+            for category in categories:
+                segment = ItemFilter(cities=(city,), categories=category)
+                lists = [recommend(model, view, user_id, context.thresholds.n, context.as_of,
+                                   item_filter=segment, use_ranking=use)
+                         for use in (True, False)]
+                problems = _disagreement(*lists)
+                if problems:
+                    where = " ".join((city, *category))
+                    return {f"{problem} in {where}": detail
+                            for problem, detail in problems.items()}
         return {}
 
-    per_user = _each_user(model, context, golden, judge_cities)
+    per_user = _each_user(model, context, golden, judge_segments)
     if per_user:
         raise CheckFailure(_summarise(per_user, len(golden), "golden users")
-                           + "; the per-city ranking (user_city_ranking_) disagrees with the "
-                           "model's factors")
+                           + "; the per-city ranking (user_city_ranking_ or "
+                           "user_city_category_ranking_) disagrees with the model's factors")
 
 
 def check_cold_start(model: Any, context: RunContext) -> None:

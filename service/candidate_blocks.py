@@ -48,8 +48,10 @@ class Block:
     categories: np.ndarray | None = None
     #: The model's factor columns ``factors`` holds, or None for all of them.
     columns: np.ndarray | None = None
-    #: For a filter of one city the model ranks per user: that city's row index.
+    #: For a filter of one city the model ranks per user: that city's row index,
+    #: and with one ranked category too, that category's column.
     ranked_city: int | None = None
+    ranked_category: int | None = None
     #: Positions in the block by popularity as ``top_indices`` ranks them (equal ones
     #: in position order, NaN and -inf left out); None when no popularity was given.
     by_popularity: np.ndarray | None = None
@@ -85,7 +87,8 @@ class Block:
 
 def gather(items: np.ndarray, factors: np.ndarray, bias: np.ndarray, *,
            cities: np.ndarray | None = None, categories: np.ndarray | None = None,
-           ranked_city: int | None = None, popularity: np.ndarray | None = None) -> Block:
+           ranked_city: int | None = None, ranked_category: int | None = None,
+           popularity: np.ndarray | None = None) -> Block:
     """Copy the rows of ``items``, less their all-zero columns, into a block.
 
     When ``items`` are every row, the block is a view of the model's arrays.
@@ -94,7 +97,7 @@ def gather(items: np.ndarray, factors: np.ndarray, bias: np.ndarray, *,
         np.asarray(popularity[items], dtype=np.float64), items.size).astype(np.int32)
     if items.size == factors.shape[0]:  # ascending and unique: every item, in order
         return Block(items, factors, bias, cities, categories, ranked_city=ranked_city,
-                     by_popularity=by_popularity)
+                     ranked_category=ranked_category, by_popularity=by_popularity)
     rows = np.asarray(factors[items])
     columns = rows.any(axis=0).nonzero()[0]
     if columns.size == rows.shape[1]:
@@ -102,7 +105,7 @@ def gather(items: np.ndarray, factors: np.ndarray, bias: np.ndarray, *,
     else:
         rows = np.ascontiguousarray(rows[:, columns])
     return Block(items, rows, bias[items], cities, categories, columns, ranked_city,
-                 by_popularity)
+                 ranked_category, by_popularity)
 
 
 class BlockCache:

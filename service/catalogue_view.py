@@ -8,14 +8,16 @@ request path, and never changes. It holds
   a filtered request touches only the items that can match;
 * ``available``: False for a model item the live catalogue marks sold out or
   cancelled, or no longer lists;
-* which of its city codes the model ranks per user (``ranked_cities_``);
+* which of its city and category codes the model ranks per user
+  (``ranked_cities_``, ``ranked_categories_``);
 * a block of *new* items, listed after the fit, with factors predicted from
   their metadata (``service.item_features``). They are numbered after the
   model's items: index ``n_model + j`` is new item ``j``.
 
 :func:`recommend` answers exactly as the model would over that catalogue: it
-reads the user's fit-time ranking (for one city, that city's row) where the
-ranking can answer, and scores only the candidates where it cannot.
+reads the user's fit-time ranking (for one city, that city's row; for one
+city and one category, that pair's) where the ranking can answer, and scores
+only the candidates where it cannot.
 """
 
 from __future__ import annotations
@@ -85,6 +87,8 @@ class CatalogueView:
     by_factors: bool = False
     #: ``{city code: row in the model's user_city_ranking_}`` for the cities it ranks.
     ranked_cities: dict[int, int] = field(default_factory=dict)
+    #: ``{category code: column in the model's user_city_category_ranking_}``.
+    ranked_categories: dict[int, int] = field(default_factory=dict)
     #: The item ids of model and new items together, for the answer.
     item_ids: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=str))
     #: Each filter's candidates with their factors (service.candidate_blocks).
@@ -123,13 +127,16 @@ def build_view(model, available: np.ndarray | None = None) -> CatalogueView:
     pair = city_codes.astype(np.int64) * 65_536 + category_codes
     by_factors = scores_by_factors(model)
     ranked = model.ranked_cities_.tolist() if by_factors else []
+    ranked_categories = model.ranked_categories_.tolist() if by_factors else []
     return CatalogueView(
         n_model=int(model.item_ids_.shape[0]), starts_at=np.asarray(model.item_starts_at_),
         city_codes=city_codes, category_codes=category_codes, cities=cities,
         categories=categories, available=available, by_city=_postings(city_codes, keep),
         by_category=_postings(category_codes, keep), by_pair=_postings(pair, keep),
         item_ids=np.asarray(model.item_ids_), by_factors=by_factors,
-        ranked_cities={cities[name]: row for row, name in enumerate(ranked) if name in cities})
+        ranked_cities={cities[name]: row for row, name in enumerate(ranked) if name in cities},
+        ranked_categories={categories[name]: column for column, name
+                           in enumerate(ranked_categories) if name in categories})
 
 
 def _window(view: CatalogueView, item_filter: ItemFilter, first: int) -> tuple[int, int]:
@@ -177,10 +184,13 @@ def _block(view: CatalogueView, model, item_filter: ItemFilter) -> Block:
         categories = view.wanted(item_filter.categories, view.categories)
         # Names the catalogue lacks match nothing: one known city is a one-city filter.
         one_city = cities is not None and cities.size == 1
+        one_category = categories is not None and categories.size == 1
         return gather(_candidates(view, cities, categories),
                       model.item_factors_, model.item_bias_, cities=cities,
                       categories=categories,
                       ranked_city=view.ranked_cities.get(int(cities[0])) if one_city else None,
+                      ranked_category=(view.ranked_categories.get(int(categories[0]))
+                                       if one_city and one_category else None),
                       popularity=model.item_popularity_)
 
     return view.blocks.get((item_filter.cities, item_filter.categories), build)
@@ -233,8 +243,9 @@ def recommend(model, view: CatalogueView, user_id: str, n: int, as_of: float, *,
     Exact: never an item outside the filter or unavailable, and shorter than
     n only when fewer items qualify. A known user's list is read from a
     fit-time ranking when it can answer exactly and ``use_ranking`` is True,
-    or None (requests) and the filter is one ranked city or more than
-    SCORE_DIRECTLY_UP_TO items match; False always scores the candidates
+    or None (requests) and the filter is one ranked city, with at most one
+    ranked category, or more than SCORE_DIRECTLY_UP_TO items match; False
+    always scores the candidates
     (the gate compares the two).
     """
     item_filter = item_filter or ItemFilter()
@@ -242,9 +253,10 @@ def recommend(model, view: CatalogueView, user_id: str, n: int, as_of: float, *,
     # about 0.8 µs a call, a tenth of a filtered request's own work.
     first = int(view.starts_at.searchsorted(as_of, side="right"))
     lo, hi = _window(view, item_filter, first)
-    if use_ranking is not False and view.plain and len(item_filter.cities) == 1 \
-            and not item_filter.categories:
-        listed = _from_city_ranking(model, view, user_id, item_filter.cities[0], first, lo, hi, n)
+    read_segment = use_ranking is not False and view.plain and len(item_filter.cities) == 1 \
+        and len(item_filter.categories) <= 1
+    if read_segment:
+        listed = _from_segment_ranking(model, view, user_id, item_filter, first, lo, hi, n)
         if listed is not None:
             return listed
     if not view.by_factors:
@@ -257,20 +269,20 @@ def recommend(model, view: CatalogueView, user_id: str, n: int, as_of: float, *,
     row = model._user_row(user_id)
     part = block.window(lo, hi)
     candidates = block.items[part]
-    if use_ranking is None:  # a city's own row, with no category to match, beats any block
-        use_ranking = candidates.size > SCORE_DIRECTLY_UP_TO or (
-            block.ranked_city is not None and categories is None)
+    own_row = block.ranked_city is not None and (categories is None
+                                                 or block.ranked_category is not None)
+    if use_ranking is None:  # a segment's own row, with nothing to match, beats any block
+        use_ranking = candidates.size > SCORE_DIRECTLY_UP_TO or own_row
+    if read_segment and own_row:  # that row was read above, and could not answer
+        use_ranking = False
     if row >= 0 and use_ranking and first >= model.ranked_from_:
-        if block.ranked_city is not None:  # the user's row for this city: no city to match
-            ranking = model.user_city_ranking_[row, block.ranked_city]
-            ranked_scores = model.user_city_ranking_scores_[row, block.ranked_city]
-            match_cities = None
-        else:
-            ranking, ranked_scores = model.user_ranking_[row], model.user_ranking_scores_[row]
-            match_cities = cities
-        kept = _matches(view, ranking, lo, hi, match_cities, categories).nonzero()[0][:n]
-        if kept.size >= n or ranking[-1] < 0:  # exact: see EventRecommender.read_ranking
-            old, old_scores = ranking[kept].astype(np.intp), ranked_scores[kept]
+        ranking, ranked_scores, match_cities, match_categories = _ranked_row(
+            model, block, row, cities, categories)
+        kept = _matches(view, ranking, lo, hi, match_cities, match_categories).nonzero()[0][:n]
+        if kept.size >= n or ranking[-1] < 0:  # exact: see EventRecommender.ranked_inside
+            old = ranking[kept].astype(np.intp)
+            old_scores = (model.score_items(row, old) if ranked_scores is None
+                          else ranked_scores[kept])
             if not fresh.size:  # the ranking is best first already
                 return Recommendation(old, view.item_ids[old],
                                       old_scores.astype(np.float64), "personalised")
@@ -308,28 +320,59 @@ def recommend(model, view: CatalogueView, user_id: str, n: int, as_of: float, *,
     return _merge(items, values, n, strategy, view)
 
 
-def _from_city_ranking(model, view: CatalogueView, user_id: str, city: str, first: int,
-                       lo: int, hi: int, n: int) -> Recommendation | None:
-    """Read a known user's list for one ranked city from their row, or None when it cannot.
+def _ranked_row(model, block: Block, row: int, cities: np.ndarray | None,
+                categories: np.ndarray | None):
+    """Return the fit-time row a known user's list is read from, its scores, and what to match.
+
+    The scores are None for a city and category's row, which stores none: the
+    few items read are scored. The row's items must still match the cities
+    and categories returned (None: any).
+    """
+    if block.ranked_city is not None and block.ranked_category is not None:
+        return (model.user_city_category_ranking_[row, block.ranked_city, block.ranked_category],
+                None, None, None)
+    if block.ranked_city is not None:  # the city's row: no city to match
+        return (model.user_city_ranking_[row, block.ranked_city],
+                model.user_city_ranking_scores_[row, block.ranked_city], None, categories)
+    return model.user_ranking_[row], model.user_ranking_scores_[row], cities, categories
+
+
+def _from_segment_ranking(model, view: CatalogueView, user_id: str, item_filter: ItemFilter,
+                          first: int, lo: int, hi: int, n: int) -> Recommendation | None:
+    """Read a known user's list for one ranked city (and category) from their row, or None.
 
     For a view that changes nothing (no item unavailable, none new) the row
-    is the answer: the most common filter costs what an unfiltered request does.
+    is the answer: the filters a frontend sends most cost what an unfiltered
+    request does.
     """
-    ranked = view.ranked_cities.get(view.cities.get(city, -1))
-    if ranked is None or first < model.ranked_from_:
+    city = view.ranked_cities.get(view.cities.get(item_filter.cities[0], -1))
+    if city is None or first < model.ranked_from_:
         return None
+    column = None
+    if item_filter.categories:
+        column = view.ranked_categories.get(view.categories.get(item_filter.categories[0], -1))
+        if column is None:
+            return None
     row = model._user_row(user_id)
     if row < 0:
         return None
-    return model.read_ranking(model.user_city_ranking_[row, ranked],
-                              model.user_city_ranking_scores_[row, ranked], lo, hi, n)
+    if column is None:
+        return model.read_ranking(model.user_city_ranking_[row, city],
+                                  model.user_city_ranking_scores_[row, city], lo, hi, n)
+    ranking = model.user_city_category_ranking_[row, city, column]
+    kept = model.ranked_inside(ranking, lo, hi, n)
+    if kept is None:
+        return None
+    items = ranking[kept].astype(np.intp)
+    return Recommendation(items, view.item_ids[items],
+                          model.score_items(row, items).astype(np.float64), "personalised")
 
 
 def scores_by_factors(model) -> bool:
     """True for a model this module scores itself (factors, a fit-time ranking, a metadata map)."""
     return all(hasattr(model, name) for name in (
         "user_factors_", "item_factors_", "item_bias_", "user_ranking_", "user_city_ranking_",
-        "user_city_ranking_scores_", "feature_weights_"))
+        "user_city_ranking_scores_", "user_city_category_ranking_", "feature_weights_"))
 
 
 def _through_model(model, view: CatalogueView, user_id: str, n: int, as_of: float,

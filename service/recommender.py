@@ -13,11 +13,58 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from service import item_features
-from service.catalogued import Catalogued, later_rows, momentum, top_indices
+from service.catalogued import Catalogued, later_rows, momentum
 from service.popularity import PopularityRecommender
 from service.servable import ArraySpec, Recommendation
 
 __all__ = ["EventRecommender", "PopularityRecommender", "Recommendation"]
+
+
+def busiest(names: np.ndarray, limit: int) -> np.ndarray:
+    """Return the ``limit`` most frequent non-empty names, lower case, sorted."""
+    lowered = np.char.lower(np.asarray(names).astype(str))
+    values, counts = np.unique(lowered[lowered != ""], return_counts=True)
+    return np.sort(values[np.argsort(-counts, kind="stable")[:max(limit, 0)]])
+
+
+def ranked_code(ranked: np.ndarray, names: np.ndarray) -> np.ndarray:
+    """Return each name's index in the sorted ``ranked`` (lower case), or -1 when not there."""
+    ranked = np.asarray(ranked).astype(str)
+    lowered = np.char.lower(np.asarray(names).astype(str))
+    if not ranked.size:
+        return np.full(lowered.shape, -1, dtype=np.int64)
+    code = np.minimum(np.searchsorted(ranked, lowered), ranked.size - 1)
+    return np.where(ranked[code] == lowered, code, -1)
+
+
+def pair_code(city: np.ndarray, category: np.ndarray, n_categories: int) -> np.ndarray:
+    """Return each item's (city, category) row index, ``city * n_categories + category``, or -1."""
+    return np.where((city >= 0) & (category >= 0), city * n_categories + category, -1)
+
+
+class TopPerSegment:
+    """The first ``width`` items of each segment in a user's order, for segments fixed by item.
+
+    Every user orders the same items, so each segment's place in an order
+    sorted by segment (stably) is known before any user: one sort per user
+    and one gather give every segment's row.
+    """
+
+    def __init__(self, segment: np.ndarray, n_segments: int, width: int) -> None:
+        # -1: in no ranked segment. A stable sort of int8 takes half the time of int16.
+        self.segment = segment.astype(np.int8 if n_segments < 128 else np.int16)
+        counts = np.bincount(segment + 1, minlength=n_segments + 1)
+        starts = np.cumsum(counts) - counts
+        place = np.arange(width)[None, :]
+        # Places past a segment's end read the padding appended after the order.
+        self.take = np.where(place < counts[1:, None], starts[1:, None] + place, segment.size)
+
+    def top(self, order: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """Return (segments, width) positions in ``order``'s order; -1 for none, -inf or NaN."""
+        grouped = order[self.segment[order].argsort(kind="stable")]
+        rows = np.append(grouped, -1)[self.take]
+        rows[~(scores[rows] > -np.inf)] = -1  # padding reads the last score: it stays -1
+        return rows
 
 
 class EventRecommender(Catalogued, BaseEstimator):
@@ -83,11 +130,16 @@ class EventRecommender(Catalogued, BaseEstimator):
     upcoming items); it scores the catalogue only when too few ranked items
     are left. It also stores, for each of the ``MAX_RANKED_CITIES`` cities
     with most upcoming items (``ranked_cities_``, lower case), the user's
-    ``n_ranked_per_city`` best unseen items there with their scores, so the
-    filter a ticketing frontend sends most, one city, is a row read too
-    (service/catalogue_view.py).
+    ``n_ranked_per_city`` best unseen items there with their scores, and for
+    each of those cities and the ``MAX_RANKED_CATEGORIES`` busiest categories
+    (``ranked_categories_``) the user's ``n_ranked_per_city_category`` best
+    there, without scores (a read scores its few items), so the filters a
+    ticketing frontend sends most, one city with or without one category,
+    are row reads too (service/catalogue_view.py).
     """
 
+    #: 9: each user's best items per city and category (``ranked_categories_``,
+    #: ``user_city_category_ranking_``);
     #: 8: ``user_decay_floor``, what the user half-life leaves of an old interaction,
     #: and ``user_city_ranking_scores_``, so a one-city list is read, not scored;
     #: 7: each user's best items per city (``ranked_cities_``, ``user_city_ranking_``);
@@ -97,13 +149,20 @@ class EventRecommender(Catalogued, BaseEstimator):
     #: ``weighting`` and ``user_half_life`` are parameters (3: each user's best
     #: items are ranked at fit time; 2: the catalogue is in start order; 1: by
     #: item id).
-    SCHEMA_VERSION = 8
+    SCHEMA_VERSION = 9
 
     #: Cities ranked per user at most (the busiest): the rows and their scores cost
     #: users x cities x n_ranked_per_city x 8 bytes, 28 MB for the sample's 18k users
     #: and 6 cities.
-    #: At most 127: consistency_problems reads a row's city as an int8.
     MAX_RANKED_CITIES = 16
+    #: Categories ranked per user and ranked city at most (the busiest): their rows
+    #: cost users x cities x categories x n_ranked_per_city_category x 4 bytes, 40 MB
+    #: for the sample's 18k users, 6 cities and 8 categories. Rows of 12 answer a
+    #: list of 10 for 99% of users and segments a day after the fit (10: 73%), and
+    #: 97% two days after, when a retrain failed: events that started drop out.
+    #: The product of the two limits is at most 32,767: consistency_problems reads
+    #: an item's row as an int16.
+    MAX_RANKED_CATEGORIES = 16
 
     #: The strength of one interaction of weight w, by ``weighting``.
     WEIGHTINGS = {"raw": lambda w: w, "binary": np.ones_like, "log": np.log1p}
@@ -118,7 +177,8 @@ class EventRecommender(Catalogued, BaseEstimator):
                  prior_per_day: bool = True, prior_half_life_days: float = 4.0,
                  count_exponent: float = 0.35, segment_dims: int = 64,
                  segment_weight: float = 6.0, launch_quantile: float = 0.93,
-                 n_ranked_per_city: int = 32, random_state: int = 0):
+                 n_ranked_per_city: int = 32, n_ranked_per_city_category: int = 12,
+                 random_state: int = 0):
         self.n_components = n_components
         self.n_clusters = n_clusters
         self.popularity_weight = popularity_weight
@@ -140,6 +200,7 @@ class EventRecommender(Catalogued, BaseEstimator):
         self.segment_weight = segment_weight
         self.launch_quantile = launch_quantile
         self.n_ranked_per_city = n_ranked_per_city
+        self.n_ranked_per_city_category = n_ranked_per_city_category
         self.random_state = random_state
 
     def fit(self, X, y=None, *, items=None) -> "EventRecommender":
@@ -248,6 +309,9 @@ class EventRecommender(Catalogued, BaseEstimator):
             "ranked_cities_": ArraySpec(("ranked_cities",), "any"),
             "user_city_ranking_": ArraySpec(("users", "ranked_cities", None)),
             "user_city_ranking_scores_": ArraySpec(("users", "ranked_cities", None)),
+            "ranked_categories_": ArraySpec(("ranked_categories",), "any"),
+            "user_city_category_ranking_": ArraySpec(
+                ("users", "ranked_cities", "ranked_categories", None)),
         }
 
     def consistency_problems(self) -> list[str]:
@@ -267,34 +331,48 @@ class EventRecommender(Catalogued, BaseEstimator):
             problems.append(f"user_ranking_ spans [{ranking.min()}, {ranking.max()}], outside "
                             f"[{ranked_from}, {n_items}) and padding -1")
         else:
-            problems += self._city_ranking_problems()
+            problems += self._segment_ranking_problems()
         return problems
 
-    def _city_ranking_problems(self) -> list[str]:
-        """Return how the per-city rows break their contract: upcoming items of their city."""
-        ranking = self.user_city_ranking_
-        if self.user_city_ranking_scores_.shape != ranking.shape:
+    def _segment_ranking_problems(self) -> list[str]:
+        """Return how the per-city and per-city-and-category rows break their contract.
+
+        Each row holds upcoming items of its own city (and category), or padding.
+        """
+        if self.user_city_ranking_scores_.shape != self.user_city_ranking_.shape:
             return [f"user_city_ranking_scores_ has shape {self.user_city_ranking_scores_.shape}, "
-                    f"user_city_ranking_ {ranking.shape}"]
-        if not ranking.size:
-            return []
-        if ranking.max() >= self.item_ids_.shape[0] or np.any(
-                (ranking < self.ranked_from_) & (ranking != -1)):
-            return [f"user_city_ranking_ spans [{ranking.min()}, {ranking.max()}], outside "
-                    f"[{self.ranked_from_}, {self.item_ids_.shape[0]}) and padding -1"]
-        ranked = np.asarray(self.ranked_cities_).astype(str)
-        cities = np.char.lower(self.item_cities_.astype(str))
-        code = np.minimum(np.searchsorted(ranked, cities), max(ranked.size - 1, 0))
-        code[ranked[code] != cities] = -1  # ranked_cities_ is sorted: each item's city's row
-        row_of = np.append(code, -1).astype(np.int8)  # small; its last entry reads padding -1
-        wrong = ((row_of[ranking] != np.arange(ranked.size, dtype=np.int8)[None, :, None])
-                 & (ranking >= 0))
-        if wrong.any():
-            user, city, at = np.argwhere(wrong)[0]
-            return [f"user_city_ranking_ holds {int(wrong.sum())} items of another city, e.g. "
-                    f"{self.item_ids_[ranking[user, city, at]]!r} in "
-                    f"{ranked[city]!r}'s row of user {self.user_ids_[user]!r}"]
+                    f"user_city_ranking_ {self.user_city_ranking_.shape}"]
+        cities, categories = self.ranked_cities_, self.ranked_categories_
+        city = ranked_code(cities, self.item_cities_)
+        pair = pair_code(city, ranked_code(categories, self.item_categories_), categories.size)
+        for name, segment, label in (
+                ("user_city_ranking_", city, lambda at: repr(str(cities[at]))),
+                ("user_city_category_ranking_", pair, lambda at: repr(
+                    (str(cities[at // categories.size]), str(categories[at % categories.size]))))):
+            problem = self._row_problem(name, segment, label)
+            if problem:
+                return [problem]
         return []
+
+    def _row_problem(self, name: str, segment: np.ndarray, label) -> str | None:
+        """Describe how the rows of ``name`` hold items outside their segment, or None."""
+        ranking = getattr(self, name)
+        if not ranking.size:
+            return None
+        n_items = self.item_ids_.shape[0]
+        if ranking.max() >= n_items or np.any((ranking < self.ranked_from_) & (ranking != -1)):
+            return (f"{name} spans [{ranking.min()}, {ranking.max()}], outside "
+                    f"[{self.ranked_from_}, {n_items}) and padding -1")
+        rows = ranking.reshape(ranking.shape[0], -1, ranking.shape[-1])
+        row_of = np.append(segment, -1).astype(np.int16)  # small; its last entry reads padding
+        wrong = ((row_of[rows] != np.arange(rows.shape[1], dtype=np.int16)[None, :, None])
+                 & (rows >= 0))
+        if not wrong.any():
+            return None
+        user, at, position = np.argwhere(wrong)[0]
+        return (f"{name} holds {int(wrong.sum())} items of another segment, e.g. "
+                f"{self.item_ids_[rows[user, at, position]]!r} in {label(at)}'s row of user "
+                f"{self.user_ids_[user]!r}")
 
     def _rank_users(self) -> None:
         """Rank each user's n_ranked best unseen items among those upcoming at fit time.
@@ -304,30 +382,50 @@ class EventRecommender(Catalogued, BaseEstimator):
         of scoring the catalogue. Rows are padded with item -1 and score 0 when
         fewer items remain. ``n_ranked=0`` ranks nothing (every request scores):
         the hyperparameter search fits many models and asks few users each.
-        The same scores give each ranked city's row (``n_ranked_per_city``).
+        The same scores, sorted once, give each ranked city's row
+        (``n_ranked_per_city``) and each ranked city and category's
+        (``n_ranked_per_city_category``).
         """
         self.ranked_from_ = first = self._first_upcoming(self.fitted_as_of_)
         width = int(max(0, self.n_ranked))
         per_city = int(max(0, self.n_ranked_per_city)) if width else 0
+        per_pair = int(max(0, self.n_ranked_per_city_category)) if per_city else 0
         n_users = self.user_ids_.shape[0]
-        cities = np.char.lower(self.item_cities_[first:].astype(str))
-        names, counts = np.unique(cities[cities != ""], return_counts=True)
-        busiest = np.sort(names[np.argsort(-counts, kind="stable")[:self.MAX_RANKED_CITIES]])
-        self.ranked_cities_ = busiest if per_city else busiest[:0]
-        in_city = [np.flatnonzero(cities == city) for city in self.ranked_cities_]
+        self.ranked_cities_ = busiest(self.item_cities_[first:],
+                                      self.MAX_RANKED_CITIES if per_city else 0)
+        self.ranked_categories_ = busiest(self.item_categories_[first:],
+                                          self.MAX_RANKED_CATEGORIES if per_pair else 0)
+        n_cities, n_categories = self.ranked_cities_.size, self.ranked_categories_.size
+        city = ranked_code(self.ranked_cities_, self.item_cities_[first:])
+        by_city = TopPerSegment(city, n_cities, per_city)
+        by_pair = TopPerSegment(pair_code(city, ranked_code(
+            self.ranked_categories_, self.item_categories_[first:]), n_categories),
+            n_cities * n_categories, per_pair)
         self.user_ranking_ = np.full((n_users, width), -1, dtype=np.int32)
         self.user_ranking_scores_ = np.zeros(self.user_ranking_.shape, dtype=np.float32)
-        self.user_city_ranking_ = np.full((n_users, len(in_city), per_city), -1, dtype=np.int32)
+        self.user_city_ranking_ = np.full((n_users, n_cities, per_city), -1, dtype=np.int32)
         self.user_city_ranking_scores_ = np.zeros(self.user_city_ranking_.shape, dtype=np.float32)
+        self.user_city_category_ranking_ = np.full(
+            (n_users, n_cities, n_categories, per_pair), -1, dtype=np.int32)
         for row in range(n_users if width else 0):
             scores = self._user_scores(row, first)
             best = self._finish(scores, first, row, width, "personalised")  # masks seen items
             self.user_ranking_[row, :best.items.size] = best.items
             self.user_ranking_scores_[row, :best.items.size] = best.scores
-            for city, items in enumerate(in_city):
-                top = items[top_indices(scores[items], per_city)]
-                self.user_city_ranking_[row, city, :top.size] = top + first
-                self.user_city_ranking_scores_[row, city, :top.size] = scores[top]
+            if not per_city:
+                continue
+            order = np.negative(scores).argsort(kind="stable")  # as top_indices ranks
+            top = by_city.top(order, scores)
+            self.user_city_ranking_[row] = np.where(top >= 0, top + first, -1)
+            self.user_city_ranking_scores_[row] = np.where(top >= 0, scores[top], 0.0)
+            top = by_pair.top(order, scores).reshape(n_cities, n_categories, per_pair)
+            self.user_city_category_ranking_[row] = np.where(top >= 0, top + first, -1)
+
+    def score_items(self, row: int, items: np.ndarray) -> np.ndarray:
+        """Return the scores (float32) the user in ``row`` gives ``items``, as scoring does."""
+        scores = self.item_factors_[items] @ self.user_factors_[row]
+        scores += self.item_bias_[items]
+        return scores
 
     def _user_scores(self, row: int, first: int) -> np.ndarray:
         """Score items ``first:`` for the user in ``row`` (a fresh array)."""
@@ -346,20 +444,25 @@ class EventRecommender(Catalogued, BaseEstimator):
         return self.read_ranking(self.user_ranking_[row], self.user_ranking_scores_[row],
                                  first, self.item_ids_.shape[0], n)
 
-    def read_ranking(self, ranking: np.ndarray, scores: np.ndarray, lo: int, hi: int,
-                     n: int) -> Recommendation | None:
-        """Return the first n items of a fit-time ranking row in ``[lo, hi)``, or None.
+    def ranked_inside(self, ranking: np.ndarray, lo: int, hi: int, n: int) -> np.ndarray | None:
+        """Return where the first n items of a fit-time ranking row in ``[lo, hi)`` are, or None.
 
-        ``ranking`` is a row of ``user_ranking_`` or ``user_city_ranking_``
-        (item indices best first, padded with -1) and ``scores`` its scores.
-        Exact because every item left out of a row scores below every item in
-        it; so None only when fewer than n of a full row are in the range.
+        ``ranking`` is a row of ``user_ranking_``, ``user_city_ranking_`` or
+        ``user_city_category_ranking_`` (item indices best first, padded with
+        -1). Exact because every item left out of a row scores below every
+        item in it; so None only when fewer than n of a full row are in the range.
         """
         inside = ranking >= lo  # lo >= 0: padding never passes
         if hi < self.item_ids_.shape[0]:
             inside &= ranking < hi
         kept = inside.nonzero()[0][:n]
-        if kept.size < n and ranking[-1] >= 0:
+        return None if kept.size < n and ranking[-1] >= 0 else kept
+
+    def read_ranking(self, ranking: np.ndarray, scores: np.ndarray, lo: int, hi: int,
+                     n: int) -> Recommendation | None:
+        """Return ``ranked_inside``'s items as a list, with their stored ``scores``, or None."""
+        kept = self.ranked_inside(ranking, lo, hi, n)
+        if kept is None:
             return None
         items = ranking[kept].astype(np.intp)
         return Recommendation(items, self.item_ids_[items], scores[kept].astype(np.float64),

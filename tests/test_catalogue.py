@@ -103,7 +103,8 @@ def test_a_cold_start_list_is_the_most_popular_of_the_model_and_new_events(
 @pytest.mark.parametrize("use_ranking", [True, None, False], ids=["rankings", "requests", "block"])
 @pytest.mark.parametrize("item_filter", [
     ItemFilter(), ItemFilter(cities=("london",)),
-    ItemFilter(cities=("london",), starts_before=AS_OF + 10 * 86_400)])
+    ItemFilter(cities=("london",), starts_before=AS_OF + 10 * 86_400),
+    ItemFilter(cities=("london",), categories=("rock",))])
 def test_a_known_users_list_is_the_top_n_of_the_model_and_new_events(
         fitted_model, next_week, tmp_path, item_filter, use_ranking):
     # Brute force: score every qualifying model and new event with the user's

@@ -38,6 +38,8 @@ FILTERS = [
     ItemFilter(cities=("atlantis",)),
     ItemFilter(cities=("london",), starts_after=AS_OF + 2 * 86_400,
                starts_before=AS_OF + 12 * 86_400),
+    ItemFilter(cities=("london",), categories=("rock",)),
+    ItemFilter(cities=("paris",), categories=("jazz",), starts_after=AS_OF + 5 * 86_400),
 ]
 
 
@@ -46,7 +48,8 @@ FILTERS = [
 def test_filtered_lists_are_the_top_n_of_the_matching_items(fitted_model, item_filter,
                                                             use_ranking):
     # Both ways a known user's list is made: from a fit-time ranking (a one-city
-    # filter reads that city's row), and from the block; and as a request chooses.
+    # filter reads that city's row, with one category that pair's), and from the
+    # block; and as a request chooses.
     view = build_view(fitted_model)
     for user_id in ("u-000001", "u-000007", "u-000042", "nobody", "u-999999"):
         for n in (3, 10, 60):

@@ -164,6 +164,30 @@ def test_ranking_leaves_out_bought_and_started_items(fitted_model):
         assert (np.diff(fitted_model.user_ranking_scores_[row, :ranked.size]) <= 0).all()
 
 
+def test_segment_rows_are_each_city_and_categorys_best_unseen_items(fitted_model):
+    """A city's row and a city and category's row are the best of that segment, by scoring."""
+    model = fitted_model
+    cities = np.char.lower(model.item_cities_.astype(str))
+    categories = np.char.lower(model.item_categories_.astype(str))
+    upcoming = np.arange(model.item_ids_.shape[0]) >= model.ranked_from_
+    assert model.ranked_categories_.size == np.unique(categories[upcoming]).size > 1
+    for row in range(0, len(model.user_ids_), 53):
+        scores = model.score_items(row, np.arange(model.item_ids_.shape[0]))
+        scores[_bought(model, row)] = -np.inf
+        for c, city in enumerate(model.ranked_cities_):
+            rows = [(model.user_city_ranking_[row, c], cities == city)]
+            rows += [(model.user_city_category_ranking_[row, c, k],
+                      (cities == city) & (categories == category))
+                     for k, category in enumerate(model.ranked_categories_)]
+            for got, segment in rows:
+                items = np.flatnonzero(segment & upcoming & (scores > -np.inf))
+                want = np.sort(scores[items])[::-1][:got.size]
+                ranked = got[got >= 0]
+                assert ranked.size == want.size and (got[ranked.size:] == -1).all()
+                assert segment[ranked].all() and upcoming[ranked].all()
+                np.testing.assert_allclose(scores[ranked], want, rtol=1e-5)
+
+
 def test_known_user(fitted_model):
     assert fitted_model.known_user(str(fitted_model.user_ids_[0]))
     assert not fitted_model.known_user("never-seen")

@@ -410,6 +410,16 @@ def with_city_scores_of_other_users(model):
     return model
 
 
+def with_city_category_rankings_of_other_users(model):
+    model.user_city_category_ranking_ = np.roll(model.user_city_category_ranking_, 1, axis=0)
+    return model
+
+
+def with_category_rows_swapped(model):
+    model.user_city_category_ranking_ = np.roll(model.user_city_category_ranking_, 1, axis=2)
+    return model
+
+
 def with_city_scores_cut(model):
     model.user_city_ranking_scores_ = model.user_city_ranking_scores_[:, :, :-1]
     return model
@@ -492,13 +502,18 @@ def as_impostor(model):
     (with_ranking_out_of_range, {"check_array_shapes"},
      "user_ranking_ spans [539, 833], outside [539, 833) and padding -1"),
     (with_city_rankings_of_other_users, {"check_ranking_matches_scoring"},
-     "the per-city ranking (user_city_ranking_) disagrees with the model's factors"),
+     "the per-city ranking (user_city_ranking_ or user_city_category_ranking_) disagrees"),
     (with_city_rows_swapped, {"check_array_shapes", "check_ranking_matches_scoring"},
      "user_city_ranking_ holds"),
     # A one-city list is read with its stored scores.
     (with_city_scores_of_other_users, {"check_ranking_matches_scoring"},
      "got ranked scores that scoring does not give in"),
     (with_city_scores_cut, {"check_array_shapes"}, "user_city_ranking_scores_ has shape ("),
+    # A city and category's list is read from its row, and its few items scored.
+    (with_city_category_rankings_of_other_users, {"check_ranking_matches_scoring"},
+     "that scoring does not give in "),
+    (with_category_rows_swapped, {"check_array_shapes", "check_ranking_matches_scoring"},
+     "user_city_category_ranking_ holds"),
     (with_first_repeated, {"check_golden_users_lists"},
      "20 of 20 golden users got duplicate items"),
     (with_short_lists, {"check_golden_users_lists"},
