@@ -13,7 +13,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from service import item_features
-from service.catalogued import Catalogued, later_rows, momentum
+from service.catalogued import Catalogued, later_rows, momentum, top_indices
 from service.popularity import PopularityRecommender
 from service.servable import ArraySpec, Recommendation
 
@@ -43,28 +43,49 @@ def pair_code(city: np.ndarray, category: np.ndarray, n_categories: int) -> np.n
 
 
 class TopPerSegment:
-    """The first ``width`` items of each segment in a user's order, for segments fixed by item.
+    """Each segment's ``width`` best items for a batch of users, for segments fixed by item.
 
-    Every user orders the same items, so each segment's place in an order
-    sorted by segment (stably) is known before any user: one sort per user
-    and one gather give every segment's row.
+    A partial selection per segment over many users at once: sorting each
+    user's whole catalogue costs about 330 µs for the sample's 5,000
+    upcoming items, selecting each segment's best a few µs a user.
     """
 
     def __init__(self, segment: np.ndarray, n_segments: int, width: int) -> None:
-        # -1: in no ranked segment. A stable sort of int8 takes half the time of int16.
-        self.segment = segment.astype(np.int8 if n_segments < 128 else np.int16)
-        counts = np.bincount(segment + 1, minlength=n_segments + 1)
-        starts = np.cumsum(counts) - counts
-        place = np.arange(width)[None, :]
-        # Places past a segment's end read the padding appended after the order.
-        self.take = np.where(place < counts[1:, None], starts[1:, None] + place, segment.size)
+        by_segment = np.argsort(segment, kind="stable")  # -1 (no ranked segment) first
+        ends = np.cumsum(np.bincount(segment + 1, minlength=n_segments + 1))
+        self.items = [by_segment[ends[s]:ends[s + 1]] for s in range(n_segments)]
+        self.width = width
 
-    def top(self, order: np.ndarray, scores: np.ndarray) -> np.ndarray:
-        """Return (segments, width) positions in ``order``'s order; -1 for none, -inf or NaN."""
-        grouped = order[self.segment[order].argsort(kind="stable")]
-        rows = np.append(grouped, -1)[self.take]
-        rows[~(scores[rows] > -np.inf)] = -1  # padding reads the last score: it stays -1
-        return rows
+    def top(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return (users, segments, width) item positions, best first, and their scores.
+
+        ``scores`` is (users, items). As ``top_indices`` ranks: equal scores by
+        position, -inf and NaN never kept (position -1, score 0).
+        """
+        users = scores.shape[0]
+        shape = (users, len(self.items), self.width)
+        positions, values = np.full(shape, -1, dtype=np.int64), np.zeros(shape, np.float32)
+        for at, items in enumerate(self.items):
+            k = min(self.width, items.size)
+            if not k:
+                continue
+            part = scores[:, items]
+            pick = (np.argpartition(-part, k - 1, axis=1)[:, :k] if k < items.size
+                    else np.broadcast_to(np.arange(k), (users, k)))
+            picked = np.take_along_axis(part, pick, axis=1)
+            # Equal scores at the cut: argpartition keeps any of them, the lowest
+            # positions are wanted. Rare (82 of the sample's 3.5M city places).
+            cut = picked.min(axis=1, keepdims=True)
+            tied = ((part == cut).sum(axis=1) > (picked == cut).sum(axis=1)) & (cut[:, 0] > -np.inf)
+            for user in tied.nonzero()[0].tolist():
+                pick[user] = np.sort(top_indices(part[user], k))
+                picked[user] = part[user, pick[user]]
+            order = np.lexsort((pick, -picked), axis=1)  # best first, then by position
+            pick, picked = (np.take_along_axis(a, order, axis=1) for a in (pick, picked))
+            kept = picked > -np.inf
+            positions[:, at, :k] = np.where(kept, items[pick], -1)
+            values[:, at, :k] = np.where(kept, picked, 0.0)
+        return positions, values
 
 
 class EventRecommender(Catalogued, BaseEstimator):
@@ -163,6 +184,9 @@ class EventRecommender(Catalogued, BaseEstimator):
     #: The product of the two limits is at most 32,767: consistency_problems reads
     #: an item's row as an int16.
     MAX_RANKED_CATEGORIES = 16
+    #: Users ranked together per city and category (a float32 score matrix of
+    #: this many rows by the upcoming items: 5 MB for the sample).
+    RANKING_BATCH = 256
 
     #: The strength of one interaction of weight w, by ``weighting``.
     WEIGHTINGS = {"raw": lambda w: w, "binary": np.ones_like, "log": np.log1p}
@@ -382,8 +406,8 @@ class EventRecommender(Catalogued, BaseEstimator):
         of scoring the catalogue. Rows are padded with item -1 and score 0 when
         fewer items remain. ``n_ranked=0`` ranks nothing (every request scores):
         the hyperparameter search fits many models and asks few users each.
-        The same scores, sorted once, give each ranked city's row
-        (``n_ranked_per_city``) and each ranked city and category's
+        The same scores, a batch of users at a time, give each ranked city's
+        row (``n_ranked_per_city``) and each ranked city and category's
         (``n_ranked_per_city_category``).
         """
         self.ranked_from_ = first = self._first_upcoming(self.fitted_as_of_)
@@ -407,19 +431,22 @@ class EventRecommender(Catalogued, BaseEstimator):
         self.user_city_ranking_scores_ = np.zeros(self.user_city_ranking_.shape, dtype=np.float32)
         self.user_city_category_ranking_ = np.full(
             (n_users, n_cities, n_categories, per_pair), -1, dtype=np.int32)
-        for row in range(n_users if width else 0):
-            scores = self._user_scores(row, first)
-            best = self._finish(scores, first, row, width, "personalised")  # masks seen items
-            self.user_ranking_[row, :best.items.size] = best.items
-            self.user_ranking_scores_[row, :best.items.size] = best.scores
+        for start in range(0, n_users if width else 0, self.RANKING_BATCH):
+            rows = np.arange(start, min(start + self.RANKING_BATCH, n_users))
+            scores = np.empty((rows.size, self.item_ids_.shape[0] - first), dtype=np.float32)
+            for at, row in enumerate(rows.tolist()):
+                scores[at] = self._user_scores(row, first)
+                best = self._finish(scores[at], first, row, width, "personalised")  # masks seen
+                self.user_ranking_[row, :best.items.size] = best.items
+                self.user_ranking_scores_[row, :best.items.size] = best.scores
             if not per_city:
                 continue
-            order = np.negative(scores).argsort(kind="stable")  # as top_indices ranks
-            top = by_city.top(order, scores)
-            self.user_city_ranking_[row] = np.where(top >= 0, top + first, -1)
-            self.user_city_ranking_scores_[row] = np.where(top >= 0, scores[top], 0.0)
-            top = by_pair.top(order, scores).reshape(n_cities, n_categories, per_pair)
-            self.user_city_category_ranking_[row] = np.where(top >= 0, top + first, -1)
+            top, top_scores = by_city.top(scores)
+            self.user_city_ranking_[rows] = np.where(top >= 0, top + first, -1)
+            self.user_city_ranking_scores_[rows] = top_scores
+            top, _ = by_pair.top(scores)
+            self.user_city_category_ranking_[rows] = np.where(top >= 0, top + first, -1).reshape(
+                rows.size, n_cities, n_categories, per_pair)
 
     def score_items(self, row: int, items: np.ndarray) -> np.ndarray:
         """Return the scores (float32) the user in ``row`` gives ``items``, as scoring does."""

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from sklearn.exceptions import NotFittedError
 
-from service.recommender import EventRecommender, PopularityRecommender, Recommendation
+from service.catalogued import top_indices
+from service.recommender import (
+    EventRecommender, PopularityRecommender, Recommendation, TopPerSegment)
 
 
 @pytest.fixture
@@ -186,6 +188,25 @@ def test_segment_rows_are_each_city_and_categorys_best_unseen_items(fitted_model
                 assert ranked.size == want.size and (got[ranked.size:] == -1).all()
                 assert segment[ranked].all() and upcoming[ranked].all()
                 np.testing.assert_allclose(scores[ranked], want, rtol=1e-5)
+
+
+def test_top_per_segment_ranks_each_segment_as_top_indices_does():
+    """Ties at a segment's cut go to the lowest positions; -inf and NaN are never kept."""
+    rng = np.random.default_rng(0)
+    segment = rng.integers(-1, 4, 60)
+    segment[segment == 3] = 2  # segment 3 is empty
+    scores = rng.integers(0, 5, (40, 60)).astype(np.float32)  # many ties
+    scores[rng.random(scores.shape) < 0.1] = -np.inf
+    scores[rng.random(scores.shape) < 0.05] = np.nan
+    positions, values = TopPerSegment(segment, 4, 6).top(scores)
+    for user in range(scores.shape[0]):
+        for at in range(4):
+            items = np.flatnonzero(segment == at)
+            want = items[top_indices(scores[user, items], 6)]
+            got = positions[user, at]
+            assert got[:want.size].tolist() == want.tolist()
+            assert (got[want.size:] == -1).all() and (values[user, at, want.size:] == 0).all()
+            np.testing.assert_array_equal(values[user, at, :want.size], scores[user, want])
 
 
 def test_known_user(fitted_model):
