@@ -279,7 +279,7 @@ def recommend(model, view: CatalogueView, user_id: str, n: int, as_of: float, *,
         ranking, ranked_scores, match_cities, match_categories = _ranked_row(
             model, block, row, cities, categories)
         kept = _matches(view, ranking, lo, hi, match_cities, match_categories).nonzero()[0][:n]
-        if kept.size >= n or ranking[-1] < 0:  # exact: see EventRecommender.ranked_inside
+        if kept.size >= n or ranking[-1] < 0:  # exact: see EventRecommender.read_ranking
             old = ranking[kept].astype(np.intp)
             old_scores = (model.score_items(row, old) if ranked_scores is None
                           else ranked_scores[kept])
@@ -357,15 +357,10 @@ def _from_segment_ranking(model, view: CatalogueView, user_id: str, item_filter:
     if row < 0:
         return None
     if column is None:
-        return model.read_ranking(model.user_city_ranking_[row, city],
+        return model.read_ranking(row, model.user_city_ranking_[row, city],
                                   model.user_city_ranking_scores_[row, city], lo, hi, n)
-    ranking = model.user_city_category_ranking_[row, city, column]
-    kept = model.ranked_inside(ranking, lo, hi, n)
-    if kept is None:
-        return None
-    items = ranking[kept].astype(np.intp)
-    return Recommendation(items, view.item_ids[items],
-                          model.score_items(row, items).astype(np.float64), "personalised")
+    return model.read_ranking(row, model.user_city_category_ranking_[row, city, column], None,
+                              lo, hi, n)
 
 
 def scores_by_factors(model) -> bool:

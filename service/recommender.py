@@ -468,31 +468,29 @@ class EventRecommender(Catalogued, BaseEstimator):
         """
         if first < self.ranked_from_ or not self.user_ranking_.shape[1]:
             return None
-        return self.read_ranking(self.user_ranking_[row], self.user_ranking_scores_[row],
+        return self.read_ranking(row, self.user_ranking_[row], self.user_ranking_scores_[row],
                                  first, self.item_ids_.shape[0], n)
 
-    def ranked_inside(self, ranking: np.ndarray, lo: int, hi: int, n: int) -> np.ndarray | None:
-        """Return where the first n items of a fit-time ranking row in ``[lo, hi)`` are, or None.
+    def read_ranking(self, row: int, ranking: np.ndarray, scores: np.ndarray | None, lo: int,
+                     hi: int, n: int) -> Recommendation | None:
+        """Return the first n items of a fit-time ranking row in ``[lo, hi)``, or None.
 
-        ``ranking`` is a row of ``user_ranking_``, ``user_city_ranking_`` or
-        ``user_city_category_ranking_`` (item indices best first, padded with
-        -1). Exact because every item left out of a row scores below every
-        item in it; so None only when fewer than n of a full row are in the range.
+        ``ranking`` is a row of user ``row``'s ``user_ranking_``,
+        ``user_city_ranking_`` or ``user_city_category_ranking_`` (item indices
+        best first, padded with -1); ``scores`` its stored scores, or None to
+        score the items read. Exact because every item left out of a row
+        scores below every item in it; so None only when fewer than n of a
+        full row are in the range.
         """
         inside = ranking >= lo  # lo >= 0: padding never passes
         if hi < self.item_ids_.shape[0]:
             inside &= ranking < hi
         kept = inside.nonzero()[0][:n]
-        return None if kept.size < n and ranking[-1] >= 0 else kept
-
-    def read_ranking(self, ranking: np.ndarray, scores: np.ndarray, lo: int, hi: int,
-                     n: int) -> Recommendation | None:
-        """Return ``ranked_inside``'s items as a list, with their stored ``scores``, or None."""
-        kept = self.ranked_inside(ranking, lo, hi, n)
-        if kept is None:
+        if kept.size < n and ranking[-1] >= 0:
             return None
         items = ranking[kept].astype(np.intp)
-        return Recommendation(items, self.item_ids_[items], scores[kept].astype(np.float64),
+        values = self.score_items(row, items) if scores is None else scores[kept]
+        return Recommendation(items, self.item_ids_[items], values.astype(np.float64),
                               "personalised")
 
     def _label_clusters(self, per_cluster: np.ndarray) -> np.ndarray:
