@@ -357,6 +357,15 @@ def with_truncated(name, rows):
     return breaker
 
 
+def with_rolled(*names, axis):
+    """Shift arrays by one along ``axis``: axis 0 gives each user another's rows."""
+    def breaker(model):
+        for name in names:
+            setattr(model, name, np.roll(getattr(model, name), 1, axis=axis))
+        return model
+    return breaker
+
+
 def with_wide_item_factors(model):
     model.item_factors_ = np.hstack([model.item_factors_, model.item_factors_[:, :1]])
     return model
@@ -384,39 +393,8 @@ def with_items_out_of_start_order(model):
     return model
 
 
-def with_rankings_of_other_users(model):
-    model.user_ranking_ = np.roll(model.user_ranking_, 1, axis=0)
-    model.user_ranking_scores_ = np.roll(model.user_ranking_scores_, 1, axis=0)
-    return model
-
-
 def with_ranking_out_of_range(model):
     model.user_ranking_[3, 0] = len(model.item_ids_)
-    return model
-
-
-def with_city_rankings_of_other_users(model):
-    model.user_city_ranking_ = np.roll(model.user_city_ranking_, 1, axis=0)
-    return model
-
-
-def with_city_rows_swapped(model):
-    model.user_city_ranking_ = np.roll(model.user_city_ranking_, 1, axis=1)
-    return model
-
-
-def with_city_scores_of_other_users(model):
-    model.user_city_ranking_scores_ = np.roll(model.user_city_ranking_scores_, 1, axis=0)
-    return model
-
-
-def with_city_category_rankings_of_other_users(model):
-    model.user_city_category_ranking_ = np.roll(model.user_city_category_ranking_, 1, axis=0)
-    return model
-
-
-def with_category_rows_swapped(model):
-    model.user_city_category_ranking_ = np.roll(model.user_city_category_ranking_, 1, axis=2)
     return model
 
 
@@ -497,22 +475,26 @@ def as_impostor(model):
     (with_bad_user_cluster, {"check_array_shapes"}, "user_clusters_ spans [0, 4], outside [0, 4)"),
     (with_items_out_of_start_order, {"check_array_shapes", "check_golden_users_lists"},
      "item_starts_at_ is not ascending"),
-    (with_rankings_of_other_users, {"check_ranking_matches_scoring"},
+    (with_rolled("user_ranking_", "user_ranking_scores_", axis=0),
+     {"check_ranking_matches_scoring"},
      "100 of 100 golden and probe users got ranked scores that scoring does not give"),
     (with_ranking_out_of_range, {"check_array_shapes"},
      "user_ranking_ spans [539, 833], outside [539, 833) and padding -1"),
-    (with_city_rankings_of_other_users, {"check_ranking_matches_scoring"},
+    (with_rolled("user_city_ranking_", axis=0), {"check_ranking_matches_scoring"},
      "the per-city ranking (user_city_ranking_ or user_city_category_ranking_) disagrees"),
-    (with_city_rows_swapped, {"check_array_shapes", "check_ranking_matches_scoring"},
+    (with_rolled("user_city_ranking_", axis=1),
+     {"check_array_shapes", "check_ranking_matches_scoring"},
      "user_city_ranking_ holds"),
     # A one-city list is read with its stored scores.
-    (with_city_scores_of_other_users, {"check_ranking_matches_scoring"},
+    (with_rolled("user_city_ranking_scores_", axis=0), {"check_ranking_matches_scoring"},
      "got ranked scores that scoring does not give in"),
     (with_city_scores_cut, {"check_array_shapes"}, "user_city_ranking_scores_ has shape ("),
     # A city and category's list is read from its row, and its few items scored.
-    (with_city_category_rankings_of_other_users, {"check_ranking_matches_scoring"},
+    (with_rolled("user_city_category_ranking_", axis=0),
+     {"check_ranking_matches_scoring"},
      "that scoring does not give in "),
-    (with_category_rows_swapped, {"check_array_shapes", "check_ranking_matches_scoring"},
+    (with_rolled("user_city_category_ranking_", axis=2),
+     {"check_array_shapes", "check_ranking_matches_scoring"},
      "user_city_category_ranking_ holds"),
     (with_first_repeated, {"check_golden_users_lists"},
      "20 of 20 golden users got duplicate items"),
