@@ -193,7 +193,7 @@ class EventRecommender(Catalogued, BaseEstimator):
 
     def __init__(self, *, n_components: int = 64, n_clusters: int = 8,
                  popularity_weight: float = 0.15, half_life_days: float = 14.0,
-                 user_half_life: float = np.inf, user_decay_floor: float = 0.0,
+                 user_half_life: float = np.inf, user_decay_floor: float = 0.1,
                  weighting: str = "raw", n_ranked: int = 100,
                  metadata_shrinkage: float = 3.0, metadata_min_count: int = 5,
                  metadata_alpha: float = 1.0, content_dims: int = 32,

@@ -142,6 +142,22 @@ def test_points_that_make_the_same_model_are_scored_once():
         "user_half_life": math.inf, "user_decay_floor": 0.0}
 
 
+def test_the_walk_carries_its_floor_through_points_without_a_half_life():
+    space = {"user_decay_floor": [0.1, 0.3], "user_half_life": [math.inf, 10.0]}
+    scored = []
+
+    def score(point):
+        scored.append(dict(point))
+        return {"ndcg@10": float(math.isfinite(point["user_half_life"]))}
+
+    start = search.timed(score, {"user_decay_floor": 0.1, "user_half_life": math.inf})
+    found = search.run(space, start, list(space), score, 60.0, "ndcg@10")
+    # The half-life is tried with the walk's floor, never with a floor the space does not hold.
+    assert scored[1:] == [{"user_decay_floor": 0.1, "user_half_life": 10.0},
+                          {"user_decay_floor": 0.3, "user_half_life": 10.0}]
+    assert [r["user_decay_floor"] for r in found] == [0.1, 0.3]
+
+
 def test_the_budget_stops_the_search_after_the_first_point():
     start = search.timed(_score, {"a": 0, "b": "x", "c": 1.0})
     assert len(search.run(SPACE, start, ["a", "b", "c"], _score, 0.0, "ndcg@10")) == 1

@@ -278,7 +278,7 @@ def test_seen_comes_from_the_interaction_kind_not_the_weight():
 
 @pytest.mark.parametrize("params", [{"weighting": "log"}, {"weighting": "binary"},
                                     {"user_half_life": 3.0}, {"half_life_days": np.inf},
-                                    {"user_half_life": 3.0, "user_decay_floor": 0.1}])
+                                    {"user_half_life": 3.0, "user_decay_floor": 0.0}])
 def test_weightings_and_half_lives_change_the_factors(small_world, fitted_model, params):
     log, catalogue = small_world
     model = EventRecommender(n_components=16, n_clusters=1, n_ranked=0, **params).fit(

@@ -101,7 +101,7 @@ class LineupTrainFlow(FlowSpec):
     user_half_lives = Parameter("user_half_lives", default="inf,3,10,30",
                                 help="Half-lives counted in each user's later interactions to "
                                      "search ('inf': off)")
-    user_decay_floors = Parameter("user_decay_floors", default="0,0.1,0.3",
+    user_decay_floors = Parameter("user_decay_floors", default="0.1,0.3",
                                   help="Shares of an old interaction's weight the user "
                                        "half-life keeps, to search (0: it fades away)")
     popularity_weights = Parameter("popularity_weights", default="0,0.1,0.3,1",

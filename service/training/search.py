@@ -82,23 +82,25 @@ def run(space: dict[str, Sequence[Any]], start: dict[str, Any], order: Sequence[
     scored points, each ``{**point, **score(point), "seconds": s}``.
     """
     axes = list(space)
-    start = {**start, **same_model({a: start[a] for a in axes})}
-    results: dict[tuple, dict[str, Any]] = {tuple(sorted((a, start[a]) for a in axes)): start}
+    results: dict[tuple, dict[str, Any]] = {
+        tuple(sorted(same_model({a: start[a] for a in axes}).items())): start}
     began = None
     last = 0.0
 
     def scored(point: dict[str, Any]) -> dict[str, Any] | None:
         nonlocal began, last
-        point = same_model(point)
-        key = tuple(sorted(point.items()))
+        model = same_model(point)
+        key = tuple(sorted(model.items()))
         if key not in results:
             if began is not None and time.monotonic() - began + last > budget_seconds:
                 return None
-            results[key] = timed(score, point)
+            results[key] = timed(score, model)
             last = 0.0 if began is None else results[key]["seconds"]
             began = time.monotonic() if began is None else began
             logger.info("%s", results[key])
-        return results[key]
+        # The walk keeps its own coordinates: a floor it carries through points
+        # without a user half-life applies again when it tries one.
+        return {**results[key], **point}
 
     with threadpool_limits(limits=1):
         best = start
