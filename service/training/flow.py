@@ -40,7 +40,7 @@ class LineupTrainFlow(FlowSpec):
     5) evaluate: fit the chosen point and the popularity baseline on the
        training rows, score both on the holdout's users with bootstrap
        intervals, then refit the chosen point on all the data as the served
-       ``model``
+       ``model``, with the library versions and schema it is pickled with
     6) end: print a summary and draw the run's card (``card view <run id>/end``)
 
     Only ``start`` reads files, so every later step runs anywhere
@@ -125,9 +125,7 @@ class LineupTrainFlow(FlowSpec):
 
         import numpy as np
 
-        from service import contract
         from service.contract import iso_timestamp
-        from service.servable import servable_class
         from service.training import csv_files, data, sample_data
 
         logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -170,9 +168,7 @@ class LineupTrainFlow(FlowSpec):
             "sha256": digest.hexdigest(),
             "source": source,
         }
-        self.library_versions = contract.library_versions()
         self.model_class = self.model_kind
-        self.schema_version = servable_class(self.model_class).SCHEMA_VERSION
         print(f"Loaded {self.data_fingerprint}")
         self.next(self.split)
 
@@ -265,6 +261,7 @@ class LineupTrainFlow(FlowSpec):
         saw. The served model is refitted on everything, so it knows the newest
         items and users; ``self.truth`` and ``golden_users`` are still here.
         """
+        from service import contract
         from service.recommender import PopularityRecommender
         from service.servable import servable_class
         from service.training import bootstrap, evaluation
@@ -283,6 +280,10 @@ class LineupTrainFlow(FlowSpec):
         self.baseline_difference = bootstrap.paired_difference(*paired, seed=self.seed)
         self.model = servable_class(self.model_class)(
             **self.best_params, random_state=self.seed).fit(self.log, items=self.catalogue)
+        # Recorded by the process that pickles the model: the gate compares them
+        # with its own before it loads it (sanity_tests/integrity.py).
+        self.library_versions = contract.library_versions()
+        self.schema_version = self.model.SCHEMA_VERSION
         # What the gate recomputes on the artifact it loads (service/training/probes.py).
         self.gate_probes = build_probes(self.model, self.log, self.golden_users)
         # The big inputs are not needed downstream; keep the datastore small.
