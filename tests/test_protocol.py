@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -161,6 +162,17 @@ def test_the_walk_carries_its_floor_through_points_without_a_half_life():
 def test_the_budget_stops_the_search_after_the_first_point():
     start = search.timed(_score, {"a": 0, "b": "x", "c": 1.0})
     assert len(search.run(SPACE, start, ["a", "b", "c"], _score, 0.0, "ndcg@10")) == 1
+
+
+def test_the_budget_counts_the_tasks_cpu_time_not_its_waiting():
+    def waiting_score(point):
+        time.sleep(0.1)  # as if another process had the core
+        return _score(point)
+
+    start = search.timed(_score, {"a": 0, "b": "x", "c": 1.0})
+    unbounded = search.run(SPACE, start, ["a", "b", "c"], _score, 60.0, "ndcg@10")
+    waited = search.run(SPACE, start, ["a", "b", "c"], waiting_score, 0.25, "ndcg@10")
+    assert [r["a"] for r in waited] == [r["a"] for r in unbounded] and len(waited) > 2
 
 
 def test_search_axes_and_half_lives():

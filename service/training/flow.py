@@ -114,7 +114,8 @@ class LineupTrainFlow(FlowSpec):
     search_tasks = Parameter("search_tasks", default=2, type=int,
                              help="Parallel search tasks (foreach), each with one BLAS thread")
     search_seconds = Parameter("search_seconds", default=10.0, type=float,
-                               help="Time budget of each search task, in seconds")
+                               help="Time budget of each search task, in seconds of its own "
+                                    "CPU time (other load does not shrink the search)")
 
     @step
     def start(self):

@@ -8,10 +8,12 @@ prior's weight and the interaction weighting (raw strength, binary, log).
 A full grid is hundreds of fits, so each ``foreach`` task runs a coordinate
 descent from the estimator's defaults: every value of one axis with the
 others fixed at the best so far, then the next axis, in passes until a pass
-changes nothing or the task's time budget is spent. The tasks take the axes
-in different (rotated) orders, so they walk different paths. BLAS is held to
-one thread per task so that tasks running side by side do not fight over
-the cores.
+changes nothing or the task's time budget is spent. The budget counts the
+task's own processor time, not the clock's, so what else the machine runs
+does not change which points are tried (two audits side by side once made
+each search stop halfway). The tasks take the axes in different (rotated)
+orders, so they walk different paths. BLAS is held to one thread per task
+so that tasks running side by side do not fight over the cores.
 """
 
 from __future__ import annotations
@@ -74,11 +76,11 @@ def run(space: dict[str, Sequence[Any]], start: dict[str, Any], order: Sequence[
 
     ``start`` is a scored point (``{**params, **metrics}``, see :func:`timed`),
     so parallel tasks do not all score it again. Passes repeat until one
-    changes nothing or the budget is spent. Points that make the same model
-    (:func:`same_model`) are scored once. The first point is always scored
-    and the budget runs from its end (a process's first fit pays for imports
-    and warm-up, several seconds under load); after that a point is started
-    only when the previous one's duration still fits. Returns the newly
+    changes nothing or the budget (seconds of this process's CPU time) is
+    spent. Points that make the same model (:func:`same_model`) are scored
+    once. The first point is always scored and the budget runs from its end
+    (a process's first fit pays for imports and warm-up); after that a point
+    is started only when the previous one's CPU time still fits. Returns the newly
     scored points, each ``{**point, **score(point), "seconds": s}``.
     """
     axes = list(space)
@@ -92,11 +94,12 @@ def run(space: dict[str, Sequence[Any]], start: dict[str, Any], order: Sequence[
         model = same_model(point)
         key = tuple(sorted(model.items()))
         if key not in results:
-            if began is not None and time.monotonic() - began + last > budget_seconds:
+            if began is not None and time.process_time() - began + last > budget_seconds:
                 return None
+            tick = time.process_time()
             results[key] = timed(score, model)
-            last = 0.0 if began is None else results[key]["seconds"]
-            began = time.monotonic() if began is None else began
+            last = 0.0 if began is None else time.process_time() - tick
+            began = time.process_time() if began is None else began
             logger.info("%s", results[key])
         # The walk keeps its own coordinates: a floor it carries through points
         # without a user half-life applies again when it tries one.
