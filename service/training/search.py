@@ -84,22 +84,25 @@ def run(space: dict[str, Sequence[Any]], start: dict[str, Any], order: Sequence[
     scored points, each ``{**point, **score(point), "seconds": s}``.
     """
     axes = list(space)
-    results: dict[tuple, dict[str, Any]] = {
-        tuple(sorted(same_model({a: start[a] for a in axes}).items())): start}
+
+    def model_key(point: dict[str, Any]) -> tuple:
+        return tuple(sorted(same_model(point).items()))
+
+    results: dict[tuple, dict[str, Any]] = {model_key({a: start[a] for a in axes}): start}
     began = None
     last = 0.0
 
     def scored(point: dict[str, Any]) -> dict[str, Any] | None:
         nonlocal began, last
-        model = same_model(point)
-        key = tuple(sorted(model.items()))
+        key = model_key(point)
         if key not in results:
             if began is not None and time.process_time() - began + last > budget_seconds:
                 return None
             tick = time.process_time()
-            results[key] = timed(score, model)
-            last = 0.0 if began is None else time.process_time() - tick
-            began = time.process_time() if began is None else began
+            results[key] = timed(score, same_model(point))
+            now = time.process_time()
+            last = 0.0 if began is None else now - tick
+            began = now if began is None else began
             logger.info("%s", results[key])
         # The walk keeps its own coordinates: a floor it carries through points
         # without a user half-life applies again when it tries one.
