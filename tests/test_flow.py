@@ -85,8 +85,10 @@ def test_flow_stores_its_protocol_intervals_and_search(small_run):
         assert diff["mean"] == pytest.approx(
             data.holdout_metrics[metric] - data.baseline_metrics[metric])
     axes = {"n_components", "half_life_days", "user_half_life", "user_decay_floor",
-            "popularity_weight", "weighting"}
+            "popularity_weight", "count_exponent", "weighting"}
     assert set(data.best_params) == axes
+    # Events expire: the damping that ranks new events against old hits is not tuned away.
+    assert data.search_space["count_exponent"] == [EventRecommender().count_exponent]
     assert len(data.search_results) >= 3
     assert all(set(result) >= axes | {"ndcg@10", "seconds"} for result in data.search_results)
     best = max(data.search_results, key=lambda result: result["ndcg@10"])

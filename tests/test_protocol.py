@@ -182,6 +182,12 @@ def test_search_axes_and_half_lives():
     assert search.parse_list("16,32", int) == [16, 32]
 
 
+def test_count_exponents_are_searched_only_where_items_do_not_expire():
+    assert search.count_exponents("auto", False, 0.35) == [0.0, 0.2, 0.35, 0.5]
+    assert search.count_exponents("auto", True, 0.35) == [0.35]
+    assert search.count_exponents("0.1, 0.2", True, 0.35) == [0.1, 0.2]
+
+
 @pytest.mark.parametrize("kind", ["time10", "last5"])
 def test_the_audit_split_agrees_with_the_protocol(small_world, kind):
     from service.training import audit

@@ -106,6 +106,11 @@ class LineupTrainFlow(FlowSpec):
                                        "half-life keeps, to search (0: it fades away)")
     popularity_weights = Parameter("popularity_weights", default="0,0.1,0.3,1",
                                    help="Popularity prior weights to search")
+    count_exponents = Parameter("count_exponents", default="auto",
+                                help="Exponents of the item-count damping to search (each "
+                                     "column scaled by count ** -e; 0: none); 'auto': "
+                                     "0,0.2,0.35,0.5, or the model's own where items have "
+                                     "start times")
     weightings = Parameter("weightings", default="raw,log,binary",
                            help="Interaction weightings to search: raw strength, log, binary")
     search_users = Parameter("search_users", default=5000, type=int,
@@ -176,6 +181,8 @@ class LineupTrainFlow(FlowSpec):
     @step
     def split(self):
         """Hold out enough evaluation users, carve the validation split, score the defaults."""
+        import numpy as np
+
         from service.servable import servable_class
         from service.training import evaluation, protocol, search
 
@@ -204,16 +211,20 @@ class LineupTrainFlow(FlowSpec):
         self.golden_users = evaluation.golden_users(self.truth, 50, self.seed)
         span_days = (float(validation.train.timestamp.max())
                      - float(validation.train.timestamp.min())) / 86_400.0
+        defaults = servable_class(self.model_class)().get_params()
+        items_expire = self.catalogue is not None and bool(
+            np.isfinite(self.catalogue.starts_at).any())
         space = {
             "half_life_days": search.half_lives(self.half_lives, span_days),
             "user_half_life": search.parse_list(self.user_half_lives),
             "user_decay_floor": search.parse_list(self.user_decay_floors),
             "popularity_weight": search.parse_list(self.popularity_weights),
+            "count_exponent": search.count_exponents(
+                self.count_exponents, items_expire, defaults.get("count_exponent", 0.0)),
             "n_components": search.parse_list(self.grid, int),
             "weighting": search.parse_list(self.weightings, str)}
         # The axes this servable has; each foreach task walks them from its
         # defaults, in its own order.
-        defaults = servable_class(self.model_class)().get_params()
         self.search_space = {axis: values for axis, values in space.items() if axis in defaults}
         self.search_start = search.timed(
             self._score, {axis: defaults[axis] for axis in self.search_space})
