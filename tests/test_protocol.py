@@ -83,6 +83,14 @@ def test_beside_last_k_the_search_also_validates_on_a_thin_time_window():
     assert windowed.description["kind"] == "time_window"
     assert len(protocol.validations(windowed, holdout_days=1, min_users=2, k=1, max_share=0.1,
                                     min_window_users=1)) == 1
+    # A time-window holdout (d0-d5) whose nested window cannot reach 6 users falls back to
+    # last_k for validation, and so validates on the thin window too (c4 and c5).
+    windowed = protocol.choose(log, 41 * DAY, holdout_days=1, min_users=6, k=1, max_share=0.1)
+    assert windowed.description["kind"] == "time_window" and len(windowed.truth) == 6
+    splits = protocol.validations(windowed, holdout_days=1, min_users=6, k=1, max_share=0.1,
+                                  min_window_users=2)
+    assert [split.description["kind"] for split in splits] == ["last_k", "time_window"]
+    assert sorted(splits[1].truth) == ["u4", "u5"]
 
 
 def test_the_combined_metric_weighs_each_split_by_the_root_of_its_users():

@@ -16,11 +16,12 @@ user's truth (:func:`service.training.evaluation.holdout_truth`):
 
 The same rule, applied again to the training rows, carves the validation
 split the search tunes on, so the holdout that reports the chosen
-configuration never chose it. When the holdout fell back to ``last_k``, the
-search also validates on a thinner time window (``min_window_users``) carved
-from the same training rows: such data may still be asked about its next
-weeks, and a configuration tuned only for each user's next items answers
-that badly (see :func:`validations`).
+configuration never chose it. When the validation split is ``last_k`` (the
+holdout fell back to it, or only the validation did), the search also
+validates on a thinner time window (``min_window_users``) carved from the
+same training rows: such data may still be asked about its next weeks, and a
+configuration tuned only for each user's next items answers that badly (see
+:func:`validations`).
 """
 
 from __future__ import annotations
@@ -130,14 +131,16 @@ def validations(test: Split, *, holdout_days: float, min_users: int, k: int, max
                 min_window_users: int) -> list[Split]:
     """Return the splits the search validates on: :func:`nested`, and a thin window beside last-k.
 
-    Beside a ``last_k`` holdout, the time window of the training rows grown
-    to ``min_window_users`` (within ``max_share``) is added when it reaches
-    them: tuned on last-k alone, a model answers "what next in time" badly
-    (MovieLens 100k's time split, docs/training.md), and tuned on the thin
-    window alone, the per-user question.
+    Beside a ``last_k`` validation, the time window of the training rows
+    grown to ``min_window_users`` (within ``max_share``) is added when it
+    reaches them: tuned on last-k alone, a model answers "what next in time"
+    badly (MovieLens 100k's and 1M's time splits, docs/training.md), and
+    tuned on the thin window alone, the per-user question. That holds too
+    when the holdout is a time window whose nested window fell short of
+    ``min_users``: the holdout then asks the time question itself.
     """
     splits = [nested(test, min_users=min_users, k=k, max_share=max_share)]
-    if test.description["kind"] == "last_k" and len(test.train):
+    if splits[0].description["kind"] == "last_k" and len(test.train):
         end = float(test.train.timestamp.max()) + 1.0
         window = _grown_window(test.train, end, holdout_days, min_window_users, max_share)
         if len(window.truth) >= min_window_users:
