@@ -97,9 +97,8 @@ def test_the_combined_metric_weighs_each_split_by_the_root_of_its_users():
     big = {"ndcg@10": 0.1, "recall@10": 0.3, "users": 900.0}
     thin = {"ndcg@10": 0.4, "recall@10": 0.9, "users": 100.0}
     both = evaluation.combined([big, thin])
-    # weights 30 and 10, each split one user's worth (1 / users) higher
-    assert both["ndcg@10"] == pytest.approx(
-        math.exp((30 * math.log(0.1 + 1 / 900) + 10 * math.log(0.4 + 1 / 100)) / 40))
+    # weights 30 and 10: exp((30 log 0.1 + 10 log 0.4) / 40) = 0.1 * 4 ** 0.25
+    assert both["ndcg@10"] == pytest.approx(0.1 * 4 ** 0.25)
     assert both["recall@10"] == 0.3 and both["users"] == 900.0
     assert (both["ndcg@10 0"], both["ndcg@10 1"]) == (0.1, 0.4)
     assert evaluation.combined([thin]) == thin
@@ -113,6 +112,9 @@ def test_a_thin_split_scoring_zero_does_not_zero_a_point_better_on_the_other():
     worse = evaluation.combined([{"ndcg@10": 0.0029, "users": 654.0},
                                  {"ndcg@10": 0.0086, "users": 63.0}])
     assert better["ndcg@10"] > worse["ndcg@10"] > 0
+    # Below one user's worth (1 / 63) the window does not tell the two apart.
+    share = math.sqrt(654) / (math.sqrt(654) + math.sqrt(63))
+    assert better["ndcg@10"] / worse["ndcg@10"] == pytest.approx((0.0094 / 0.0029) ** share)
 
 
 def test_bootstrap_intervals_hold_the_mean_and_pairing_narrows_them():

@@ -118,17 +118,17 @@ def combined(metrics: list[dict[str, float]]) -> dict[str, float]:
     a per-user split ten times its size; each split's own NDCG@k is kept as
     ``"ndcg@k <i>"``. One split: its metrics unchanged.
 
-    Each split's NDCG@k is counted one user's worth higher (``1 / users``,
-    what one more hit at the top would add): a mean over n users cannot
-    measure finer, and a thin window that happened to score 0 would
-    otherwise zero the mean of a point far better on the other split
-    (a Ciao data set's 63-user window, docs/training.md).
+    A split's NDCG@k counts as at least one user's worth (``1 / users``, one
+    hit at the top): a mean over n users does not resolve less, and a thin
+    window that happened to score 0 would otherwise zero the mean of a
+    point far better on the other split (a Ciao data set's 63-user window,
+    docs/training.md).
     """
     if len(metrics) == 1:
         return metrics[0]
     users = np.array([max(split["users"], 1.0) for split in metrics])
     weights = np.sqrt(users)
-    logs = np.log([split[PRIMARY_METRIC] for split in metrics] + 1.0 / users)
+    logs = np.log(np.maximum([split[PRIMARY_METRIC] for split in metrics], 1.0 / users))
     return {**metrics[0], PRIMARY_METRIC: float(np.exp(weights @ logs / weights.sum())),
             **{f"{PRIMARY_METRIC} {i}": split[PRIMARY_METRIC] for i, split in enumerate(metrics)}}
 
