@@ -39,15 +39,18 @@ def parse_list(text: str, kind: type = float) -> list:
     return [kind(part.strip()) for part in str(text).split(",") if part.strip()]
 
 
+def listed_or_auto(text: str, auto: Sequence[float]) -> list[float]:
+    """Parse a comma-separated list, or return ``auto``'s values for "auto"."""
+    return list(auto) if str(text).strip().lower() == "auto" else parse_list(text)
+
+
 def half_lives(text: str, span_days: float) -> list[float]:
     """Return the half-lives to try: the listed ones, or "auto": those of HALF_LIVES < span, inf.
 
     "auto" adapts to the data's rhythm: days for an events log of weeks,
     years for a ratings file of decades.
     """
-    if str(text).strip().lower() != "auto":
-        return parse_list(text)
-    return [days for days in HALF_LIVES if days < span_days] + [math.inf]
+    return listed_or_auto(text, [days for days in HALF_LIVES if days < span_days] + [math.inf])
 
 
 #: Item-count damping exponents tried by "auto" where items do not expire; 0: none.
@@ -64,9 +67,7 @@ def count_exponents(text: str, items_expire: bool, default: float) -> list[float
     ranks against old hits, a trade that the validation's NDCG@10 makes
     against new events (docs/training.md, "New events").
     """
-    if str(text).strip().lower() != "auto":
-        return parse_list(text)
-    return [default] if items_expire else list(COUNT_EXPONENTS)
+    return listed_or_auto(text, [default] if items_expire else COUNT_EXPONENTS)
 
 
 def orders(space: dict[str, Sequence[Any]], tasks: int) -> list[list[str]]:
