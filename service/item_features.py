@@ -117,8 +117,8 @@ def fit(token_columns: list[np.ndarray], targets: np.ndarray, counts: np.ndarray
     Returns ``(vocab, weights)``: the sorted tokens seen on those items and a
     ``(len(vocab) + 1, targets.shape[1])`` matrix whose last row is the intercept.
     """
-    from sklearn.linear_model import Ridge
-
+    if not alpha > 0:
+        raise ValueError(f"metadata alpha {alpha!r} must be positive")
     learned = counts >= min_count
     seen = np.concatenate([column[learned] for column in token_columns])
     vocab = np.unique(seen[seen != ""])
@@ -126,10 +126,7 @@ def fit(token_columns: list[np.ndarray], targets: np.ndarray, counts: np.ndarray
     if learned.sum() < 2:
         return vocab, weights
     X = design([column[learned] for column in token_columns], vocab)
-    ridge = Ridge(alpha=alpha, solver="sparse_cg" if vocab.size > 2000 else "auto")
-    ridge.fit(X, targets[learned])
-    weights[:-1] = np.asarray(ridge.coef_, dtype=np.float32).reshape(targets.shape[1], -1).T
-    weights[-1] = ridge.intercept_
+    weights[:] = ridge(X, targets[learned], alpha)
     # Ridge predictions regress to the mean: an average of many events' factors
     # is shorter than any one's, so a new event would always rank low. Scale the
     # predicted factors (not the prior, the last column) to the learned ones' norm.
@@ -138,6 +135,24 @@ def fit(token_columns: list[np.ndarray], targets: np.ndarray, counts: np.ndarray
              / max(float(np.linalg.norm(predicted, axis=1).mean()), 1e-12))
     weights[:, :-1] *= scale
     return vocab, weights
+
+
+def ridge(X: sparse.csr_matrix, targets: np.ndarray, alpha: float) -> np.ndarray:
+    """Return the ridge regression of ``targets`` on ``X``: coefficients, then the intercept row.
+
+    The intercept is not penalised. Solved exactly, by a sparse LU of the
+    normal equations with the intercept as one more column (a square system
+    of the features plus one): one-hot metadata has hundreds to a few
+    thousand features, so this takes milliseconds, where scikit-learn's
+    ``sparse_cg`` solved the targets one at a time, iteratively, in 0.7 s of
+    each 1.8 s fit on the sample world.
+    """
+    from scipy.sparse.linalg import splu
+
+    augmented = sparse.hstack([X, np.ones((X.shape[0], 1))], format="csc", dtype=np.float64)
+    penalty = sparse.diags(np.r_[np.full(X.shape[1], float(alpha)), 0.0])
+    normal = (augmented.T @ augmented + penalty).tocsc()
+    return splu(normal).solve(np.asarray(augmented.T @ np.asarray(targets, np.float64)))
 
 
 def predict(token_columns: list[np.ndarray], vocab: np.ndarray,
