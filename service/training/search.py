@@ -107,21 +107,22 @@ def run(space: dict[str, Sequence[Any]], start: dict[str, Any], order: Sequence[
     """
     axes = list(space)
 
-    def model_key(point: dict[str, Any]) -> tuple:
-        return tuple(sorted(same_model(point).items()))
+    def key_of(model: dict[str, Any]) -> tuple:
+        return tuple(sorted(model.items()))
 
-    results: dict[tuple, dict[str, Any]] = {model_key({a: start[a] for a in axes}): start}
+    results: dict[tuple, dict[str, Any]] = {key_of(same_model({a: start[a] for a in axes})): start}
     began = None
     last = 0.0
 
     def scored(point: dict[str, Any]) -> dict[str, Any] | None:
         nonlocal began, last
-        key = model_key(point)
+        model = same_model(point)
+        key = key_of(model)
         if key not in results:
             if began is not None and time.process_time() - began + last > budget_seconds:
                 return None
             tick = time.process_time()
-            results[key] = timed(score, same_model(point))
+            results[key] = timed(score, model)
             now = time.process_time()
             last = 0.0 if began is None else now - tick
             began = now if began is None else began
