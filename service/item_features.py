@@ -118,7 +118,7 @@ def fit(token_columns: list[np.ndarray], targets: np.ndarray, counts: np.ndarray
     ``(len(vocab) + 1, targets.shape[1])`` matrix whose last row is the intercept.
     """
     if not alpha > 0:
-        raise ValueError(f"metadata alpha {alpha!r} must be positive")
+        raise ValueError(f"metadata_alpha {alpha!r} must be positive")
     learned = counts >= min_count
     seen = np.concatenate([column[learned] for column in token_columns])
     vocab = np.unique(seen[seen != ""])

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import sparse
 from sklearn.exceptions import NotFittedError
+from sklearn.linear_model import Ridge
 
+from service import item_features
 from service.catalogued import top_indices
 from service.recommender import (
     EventRecommender, PopularityRecommender, Recommendation, TopPerSegment)
@@ -292,6 +295,18 @@ def test_unknown_weighting_is_refused(small_world):
         EventRecommender(weighting="square").fit(small_world[0])
     with pytest.raises(ValueError, match=r"user_decay_floor 1.5 is not in \[0, 1\]"):
         EventRecommender(user_decay_floor=1.5).fit(small_world[0])
+
+
+def test_the_metadata_ridge_is_scikit_learns_ridge(small_world):
+    rng = np.random.default_rng(0)
+    one_hot = sparse.csr_matrix((rng.random((300, 40)) < 0.1).astype(float))
+    targets = rng.normal(size=(300, 5))
+    weights = item_features.ridge(one_hot, targets, 2.0)
+    reference = Ridge(alpha=2.0, solver="cholesky").fit(one_hot.toarray(), targets)
+    np.testing.assert_allclose(weights[:-1], reference.coef_.T, atol=1e-10)
+    np.testing.assert_allclose(weights[-1], reference.intercept_, atol=1e-10)
+    with pytest.raises(ValueError, match="metadata_alpha 0 must be positive"):
+        EventRecommender(metadata_alpha=0).fit(small_world[0])
 
 
 def test_the_decay_floor_keeps_a_users_older_taste():
