@@ -3,8 +3,13 @@
 A user's score for an event is the similarity-weighted sum over the events
 they interacted with, where two events are similar when the same people
 interact with both (cosine over recency-decayed interactions, each event's
-``n_neighbors`` most similar kept). It needs no factorisation, explains
-itself ("because you went to X"), and is registered in
+``n_neighbors`` most similar kept). ``shrinkage`` is added to the cosine's
+denominator, so a pair seen together by one or two people does not count
+as much as one seen by hundreds: on Ciao (a ratings file whose median user
+rated one item) the unshrunk cosine scored NDCG@10 0.014 each user's last
+5, with a shrinkage of 500 and 200 neighbours 0.045, above truncated SVD's
+0.039 (docs/training.md). It needs no factorisation, explains itself
+("because you went to X"), and is registered in
 :data:`service.servable.SERVABLES` as ``item_knn``.
 """
 
@@ -18,9 +23,6 @@ from sklearn.utils.validation import check_is_fitted
 from service.catalogued import Catalogued
 from service.servable import ArraySpec, Recommendation
 
-#: Items whose similarities are computed at once while fitting (memory: block x items floats).
-_BLOCK = 1024
-
 
 class ItemKNNRecommender(Catalogued, BaseEstimator):
     """Item-based nearest neighbours on recency-decayed implicit feedback."""
@@ -28,8 +30,10 @@ class ItemKNNRecommender(Catalogued, BaseEstimator):
     SCHEMA_VERSION = 1
 
     def __init__(self, *, n_neighbors: int = 50, half_life_days: float = 14.0,
-                 popularity_weight: float = 0.05, random_state: int = 0):
+                 popularity_weight: float = 0.05, shrinkage: float = 100.0,
+                 random_state: int = 0):
         self.n_neighbors = n_neighbors
+        self.shrinkage = shrinkage
         self.half_life_days = half_life_days
         self.popularity_weight = popularity_weight
         self.random_state = random_state  # unused: the fit is deterministic
@@ -47,16 +51,24 @@ class ItemKNNRecommender(Catalogued, BaseEstimator):
         self.profile_weights_ = profile.data.astype(np.float32)
 
         norms = np.sqrt(np.asarray(profile.power(2).sum(axis=0)).ravel())
-        unit = (profile @ sparse.diags(1.0 / np.maximum(norms, 1e-12))).tocsc()
+        # Only pairs that someone saw together have a similarity: the sparse
+        # co-occurrence matrix, not dense blocks (Ciao's 16k items: 0.5 s, not 3).
+        similar = (profile.T @ profile).tocsr()
+        similar.setdiag(0.0)
+        similar.eliminate_zeros()
+        of_pair = np.repeat(np.arange(n_items), np.diff(similar.indptr))  # each entry's row
+        similar.data /= np.maximum(norms[of_pair] * norms[similar.indices] + self.shrinkage,
+                                   1e-12)
         k = int(max(1, min(self.n_neighbors, n_items - 1)))
+        # Items with fewer than k neighbours are padded with item 0 at weight 0.
         indices = np.zeros((n_items, k), dtype=np.int32)
         weights = np.zeros((n_items, k), dtype=np.float32)
-        for start in range(0, n_items, _BLOCK):
-            block = np.asarray((unit[:, start:start + _BLOCK].T @ unit).todense())
-            block[np.arange(block.shape[0]), np.arange(start, start + block.shape[0])] = 0.0
-            top = np.argpartition(-block, k - 1, axis=1)[:, :k]
-            indices[start:start + block.shape[0]] = top
-            weights[start:start + block.shape[0]] = np.take_along_axis(block, top, axis=1)
+        for item in range(n_items):
+            lo, hi = similar.indptr[item], similar.indptr[item + 1]
+            values = similar.data[lo:hi]
+            top = np.argpartition(-values, k - 1)[:k] if hi - lo > k else np.arange(hi - lo)
+            indices[item, :top.size] = similar.indices[lo:hi][top]
+            weights[item, :top.size] = values[top]
         self.neighbor_indices_, self.neighbor_weights_ = indices, weights
 
         prior = np.log1p(self.item_popularity_.astype(np.float64))
