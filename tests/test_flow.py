@@ -10,7 +10,9 @@ import pytest
 from service import config
 from service.contract import METRIC_KEYS, SEARCH_RESULTS_ARTIFACT, SUMMARY_ARTIFACTS
 from service.recommender import EventRecommender
+from service.servable import SERVABLES, servable_name
 from service.training.runner import TrainingFailed, train
+from tests import flows
 
 SMALL = (1500, 300, 30_000)
 DAY = 86_400.0
@@ -93,6 +95,9 @@ def test_flow_stores_its_protocol_intervals_and_search(small_run):
     assert all(set(result) >= axes | {"ndcg@10", "seconds"} for result in data.search_results)
     best = max(data.search_results, key=lambda result: result["ndcg@10"])
     assert {axis: best[axis] for axis in axes} == data.best_params
+    # Events expire: "auto" searches the event model alone.
+    assert {result["model"] for result in data.search_results} == {"event"}
+    assert data.model_class == "event"
 
 
 def test_the_stored_metric_agrees_with_an_independent_protocol(small_run, small_world):
@@ -154,3 +159,18 @@ def test_a_renamed_flow_is_trained_and_served(tmp_path, admin_headers):
         pathspec.split("/")[1]
     answer = client.get("/recommendations?user_id=u-000001")
     assert answer.status_code == 200 and answer.headers["X-Model-Run"] == pathspec.split("/")[1]
+
+
+def test_on_ratings_every_servable_is_searched_and_the_best_one_is_served(
+        trainer_settings, tmp_path):
+    interactions, _ = flows.sample(tmp_path / "data")  # without items: no start times
+    pathspec = train(trainer_settings, interactions=str(interactions), seed=0,
+                     extra_args=["--search_seconds", "2"])
+    data = _client(trainer_settings).Run(pathspec).data
+    assert {result["model"] for result in data.search_results} == set(SERVABLES)
+    best = max(data.search_results, key=lambda r: (r["ndcg@10"], -r.get("n_components", 0)))
+    assert data.model_class == best["model"] == servable_name(data.model)
+    assert set(data.best_params) == set(data.search_space) == set(
+        data.search_spaces[data.model_class])
+    assert data.best_params == {axis: best[axis] for axis in data.search_space}
+    assert data.model.get_params() == {**data.model.get_params(), **data.best_params}

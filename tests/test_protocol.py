@@ -209,6 +209,14 @@ def test_count_exponents_are_searched_only_where_items_do_not_expire():
     assert search.count_exponents("0.1, 0.2", True, 0.35) == [0.1, 0.2]
 
 
+def test_every_servable_is_searched_only_where_items_do_not_expire():
+    assert search.servables("auto", False) == ["event", "item_knn"]
+    assert search.servables("auto", True) == ["event"]
+    assert search.servables("item_knn", True) == ["item_knn"]
+    with pytest.raises(ValueError, match="'svd': not a registered servable"):
+        search.servables("svd", False)
+
+
 @pytest.mark.parametrize("kind", ["time10", "last5"])
 def test_the_audit_split_agrees_with_the_protocol(small_world, kind):
     from service.training import audit

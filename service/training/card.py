@@ -23,6 +23,7 @@ from service.contract import (
     EVALUATION_PROTOCOL_ARTIFACT,
     INTERVALS_ARTIFACT,
     METRIC_KEYS,
+    MODEL_CLASS_ARTIFACT,
     PRIMARY_METRIC,
     SEARCH_RESULTS_ARTIFACT,
     iso_timestamp,
@@ -125,6 +126,8 @@ def search_section(artifacts: Mapping[str, Any]) -> list[Any]:
 
     points = list(artifacts.get(SEARCH_RESULTS_ARTIFACT) or [])
     chosen = dict(artifacts.get("best_params") or {})
+    if chosen and any("model" in point for point in points):  # several servables searched
+        chosen = {"model": artifacts.get(MODEL_CLASS_ARTIFACT), **chosen}
     components = [Markdown("## Chosen parameters"), _key_values(chosen) if chosen else
                   Markdown("The run stored no chosen parameters.")]
     if not points:
@@ -258,7 +261,7 @@ def attach(flow: Any) -> None:
     from metaflow.cards import Markdown
 
     names = ("holdout_metrics", "baseline_metrics", "data_fingerprint", "golden_users", "as_of",
-             "best_params", SEARCH_RESULTS_ARTIFACT, INTERVALS_ARTIFACT,
+             "best_params", MODEL_CLASS_ARTIFACT, SEARCH_RESULTS_ARTIFACT, INTERVALS_ARTIFACT,
              BASELINE_DIFFERENCE_ARTIFACT, EVALUATION_PROTOCOL_ARTIFACT)
     try:
         artifacts = {name: getattr(flow, name, None) for name in names}

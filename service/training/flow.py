@@ -9,7 +9,7 @@ from metaflow import FlowSpec, Parameter, card, schedule, step
 from metaflow.exception import MetaflowException
 
 from service.config import load as load_settings
-from service.servable import DEFAULT_SERVABLE, SERVABLES
+from service.servable import SERVABLES
 
 #: Read when the flow is run or deployed: a scheduled deployment bakes these in.
 SETTINGS = load_settings()
@@ -30,13 +30,13 @@ class LineupTrainFlow(FlowSpec):
     2) split: hold out enough evaluation users (a time window grown until it
        has ``min_eval_users``, else each user's last ``holdout_last``), carve
        the validation split from the training rows by the same rule (beside
-       last-k, also a time window of ``min_window_users``), and set the
-       search space
-    3) train: foreach task, a coordinate descent over the search space from
-       the defaults (each task takes the axes in its own order), fitting and
-       scoring on the validation split within ``search_seconds``, one BLAS
-       thread per task (service/training/search.py)
-    4) join: pick the point with the best validation NDCG@10
+       last-k, also a time window of ``min_window_users``), and set each
+       searched servable's space (``--model``)
+    3) train: foreach task, a coordinate descent over one servable's search
+       space from its defaults (each task takes the axes in its own order),
+       fitting and scoring on the validation split within ``search_seconds``,
+       one BLAS thread per task (service/training/search.py)
+    4) join: pick the servable and point with the best validation NDCG@10
     5) evaluate: fit the chosen point and the popularity baseline on the
        training rows, score both on the holdout's users with bootstrap
        intervals, then refit the chosen point on all the data as the served
@@ -81,8 +81,10 @@ class LineupTrainFlow(FlowSpec):
                              help="First size of the held-out time window, in days (it doubles "
                                   "until it has min_eval_users)")
     model_kind = Parameter(
-        "model", default=DEFAULT_SERVABLE,
-        help=f"The servable to train, by its registered name ({', '.join(SERVABLES)})")
+        "model", default="auto",
+        help=f"The servables to search, by their registered names ({', '.join(SERVABLES)}), "
+             f"comma-separated; 'auto': every one on ratings, the event model alone where "
+             f"items have start times")
     min_eval_users = Parameter("min_eval_users", default=500, type=int,
                                help="Evaluation users the holdout (and validation) should have")
     holdout_last = Parameter("holdout_last", default=5, type=int,
@@ -113,6 +115,11 @@ class LineupTrainFlow(FlowSpec):
                                      "start times")
     weightings = Parameter("weightings", default="raw,log,binary",
                            help="Interaction weightings to search: raw strength, log, binary")
+    shrinkages = Parameter("shrinkages", default="0,20,100,500",
+                           help="Item-to-item similarity shrinkages to search (item_knn: "
+                                "co-occurrence / (norms' product + shrinkage))")
+    neighbours = Parameter("neighbours", default="50,200",
+                           help="Neighbours kept per item to search (item_knn)")
     search_users = Parameter("search_users", default=5000, type=int,
                              help="Validation users the search scores each point on (a seeded "
                                   "sample when there are more); the holdout scores all of its")
@@ -174,13 +181,14 @@ class LineupTrainFlow(FlowSpec):
             "sha256": digest.hexdigest(),
             "source": source,
         }
-        self.model_class = self.model_kind
         print(f"Loaded {self.data_fingerprint}")
         self.next(self.split)
 
     @step
     def split(self):
         """Hold out enough evaluation users, carve the validation split, score the defaults."""
+        import functools
+
         import numpy as np
 
         from service.servable import servable_class
@@ -211,55 +219,71 @@ class LineupTrainFlow(FlowSpec):
         self.golden_users = evaluation.golden_users(self.truth, 50, self.seed)
         span_days = (float(validation.train.timestamp.max())
                      - float(validation.train.timestamp.min())) / 86_400.0
-        defaults = servable_class(self.model_class)().get_params()
         items_expire = self.catalogue is not None and bool(
             np.isfinite(self.catalogue.starts_at).any())
-        space = {
-            "half_life_days": search.half_lives(self.half_lives, span_days),
-            "user_half_life": search.parse_list(self.user_half_lives),
-            "user_decay_floor": search.parse_list(self.user_decay_floors),
-            "popularity_weight": search.parse_list(self.popularity_weights),
-            "count_exponent": search.count_exponents(
-                self.count_exponents, items_expire, defaults.get("count_exponent", 0.0)),
-            "n_components": search.parse_list(self.grid, int),
-            "weighting": search.parse_list(self.weightings, str)}
-        # The axes this servable has; each foreach task walks them from its
-        # defaults, in its own order.
-        self.search_space = {axis: values for axis, values in space.items() if axis in defaults}
-        self.search_start = search.timed(
-            self._score, {axis: defaults[axis] for axis in self.search_space})
-        self.grid_points = search.orders(self.search_space, self.search_tasks)
+        # Per servable, the axes it has; each foreach task walks one servable's
+        # axes from its defaults, in its own order.
+        self.search_spaces, self.search_starts, self.grid_points = {}, {}, []
+        for servable in search.servables(self.model_kind, items_expire):
+            defaults = servable_class(servable)().get_params()
+            space = {
+                "half_life_days": search.half_lives(self.half_lives, span_days),
+                "user_half_life": search.parse_list(self.user_half_lives),
+                "user_decay_floor": search.parse_list(self.user_decay_floors),
+                "popularity_weight": search.parse_list(self.popularity_weights),
+                "count_exponent": search.count_exponents(
+                    self.count_exponents, items_expire, defaults.get("count_exponent", 0.0)),
+                "n_components": search.parse_list(self.grid, int),
+                "weighting": search.parse_list(self.weightings, str),
+                "shrinkage": search.parse_list(self.shrinkages),
+                "n_neighbors": search.parse_list(self.neighbours, int)}
+            space = {axis: values for axis, values in space.items() if axis in defaults}
+            self.search_spaces[servable] = space
+            self.search_starts[servable] = search.timed(
+                functools.partial(self._score, servable),
+                {axis: defaults[axis] for axis in space})
+            self.grid_points += [(servable, order)
+                                 for order in search.orders(space, self.search_tasks)]
         print(f"protocol {self.evaluation_protocol}")
-        print(f"search {self.search_space} from {self.search_start} in "
+        print(f"search {self.search_spaces} from {self.search_starts} in "
               f"{len(self.grid_points)} tasks of {self.search_seconds:g} s")
         self.next(self.train, foreach="grid_points")
 
     @step
     def train(self):
-        """Search the space from the defaults (axes in this task's order) within the budget."""
+        """Search one servable's space from its defaults (axes in this task's order)."""
+        import functools
+
         from service.contract import PRIMARY_METRIC
         from service.training import search
 
-        self.results = search.run(self.search_space, self.search_start, self.input,
-                                  self._score, self.search_seconds, PRIMARY_METRIC)
+        servable, order = self.input
+        self.results = [{"model": servable, **result} for result in search.run(
+            self.search_spaces[servable], self.search_starts[servable], order,
+            functools.partial(self._score, servable), self.search_seconds, PRIMARY_METRIC)]
         for result in self.results:
             print(result)
         self.next(self.join)
 
     @step
     def join(self, inputs):
-        """Pick the point with the best validation NDCG@10 (ties: fewer components)."""
+        """Pick the best servable and point by validation NDCG@10 (ties: fewer components)."""
         from service.contract import PRIMARY_METRIC
 
-        axes = list(inputs[0].search_space)
-        scored = [inputs[0].search_start] + [result for i in inputs for result in i.results]
-        unique = {tuple(result[axis] for axis in axes): result for result in scored}
+        spaces = inputs[0].search_spaces
+        scored = [{"model": servable, **start}
+                  for servable, start in inputs[0].search_starts.items()]
+        scored += [result for i in inputs for result in i.results]
+        unique = {(result["model"], *(result[axis] for axis in spaces[result["model"]])): result
+                  for result in scored}
         self.search_results = list(unique.values())
         best = max(self.search_results,
                    key=lambda r: (r[PRIMARY_METRIC], -r.get("n_components", 0)))
-        self.best_params = {axis: best[axis] for axis in axes}
-        print(f"searched {len(self.search_results)} points; best {self.best_params}: "
-              f"validation NDCG@10 {best[PRIMARY_METRIC]:.4f}")
+        self.model_class = best["model"]
+        self.search_space = spaces[self.model_class]
+        self.best_params = {axis: best[axis] for axis in self.search_space}
+        print(f"searched {len(self.search_results)} points; best {self.model_class} "
+              f"{self.best_params}: validation NDCG@10 {best[PRIMARY_METRIC]:.4f}")
         # Everything else came unchanged from split: carry it forward.
         self.merge_artifacts(inputs, exclude=["results"])
         self.next(self.evaluate)
@@ -302,12 +326,12 @@ class LineupTrainFlow(FlowSpec):
         self.train_log = self.validation_splits = self.truth = None
         self.next(self.end)
 
-    def _score(self, point):
-        """Fit ``point`` on each validation split's training rows; return the combined metrics."""
+    def _score(self, servable, point):
+        """Fit ``point`` of ``servable`` on each validation split's training rows; combine."""
         from service.training import evaluation
 
         return evaluation.combined([evaluation.ranking_metrics(
-            evaluation.scoring_model(self.model_class, point, self.seed).fit(
+            evaluation.scoring_model(servable, point, self.seed).fit(
                 train, items=self.catalogue), truth, as_of)
             for train, truth, as_of in self.validation_splits])
 

@@ -6,7 +6,10 @@ own later interactions (``user_half_life``, ``inf``: off) and the share of
 an old interaction's weight it keeps (``user_decay_floor``), the popularity
 prior's weight, the damping of each item column by its count
 (``count_exponent``) and the interaction weighting (raw strength, binary, log).
-A full grid is hundreds of fits, so each ``foreach`` task runs a coordinate
+The item-to-item servable has four: the recency half-life, the popularity
+weight, the similarity's shrinkage and the neighbours kept per item. Each
+servable searched (:func:`servables`) gets its own tasks, and the flow's
+join picks across them. A full grid is hundreds of fits, so each ``foreach`` task runs a coordinate
 descent from the estimator's defaults: every value of one axis with the
 others fixed at the best so far, then the next axis, in passes until a pass
 changes nothing or the task's time budget is spent. The budget counts the
@@ -27,6 +30,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from threadpoolctl import threadpool_limits
+
+from service.servable import DEFAULT_SERVABLE, SERVABLES
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +73,27 @@ def count_exponents(text: str, items_expire: bool, default: float) -> list[float
     against new events (docs/training.md, "New events").
     """
     return listed_or_auto(text, [default] if items_expire else COUNT_EXPONENTS)
+
+
+def servables(text: str, items_expire: bool) -> list[str]:
+    """Return the servables to search: the listed ones, or "auto".
+
+    "auto" searches every registered servable on ratings and the event model
+    alone where items expire (events with start times). There its scoring of
+    new events from their metadata, local demand and per-city rows are what
+    the business needs, and a validation of known items' NDCG@10 does not
+    see them. On ratings the item-to-item model wins where users have rated
+    little (Ciao: median one rating, docs/training.md), the event model
+    elsewhere.
+    """
+    if str(text).strip().lower() == "auto":
+        return [DEFAULT_SERVABLE] if items_expire else list(SERVABLES)
+    names = parse_list(text, str)
+    unknown = [name for name in names if name not in SERVABLES]
+    if unknown or not names:
+        raise ValueError(f"--model {text!r}: not a registered servable "
+                         f"({', '.join(SERVABLES)}) or 'auto'")
+    return names
 
 
 def orders(space: dict[str, Sequence[Any]], tasks: int) -> list[list[str]]:
