@@ -126,7 +126,7 @@ def search_section(artifacts: Mapping[str, Any]) -> list[Any]:
 
     points = list(artifacts.get(SEARCH_RESULTS_ARTIFACT) or [])
     chosen = dict(artifacts.get("best_params") or {})
-    if chosen and any("model" in point for point in points):  # several servables searched
+    if chosen and any("model" in point for point in points):  # points name their servable
         chosen = {"model": artifacts.get(MODEL_CLASS_ARTIFACT), **chosen}
     components = [Markdown("## Chosen parameters"), _key_values(chosen) if chosen else
                   Markdown("The run stored no chosen parameters.")]

@@ -9,10 +9,11 @@ prior's weight, the damping of each item column by its count
 The item-to-item servable has four: the recency half-life, the popularity
 weight, the similarity's shrinkage and the neighbours kept per item. Each
 servable searched (:func:`servables`) gets its own tasks, and the flow's
-join picks across them. A full grid is hundreds of fits, so each ``foreach`` task runs a coordinate
-descent from the estimator's defaults: every value of one axis with the
-others fixed at the best so far, then the next axis, in passes until a pass
-changes nothing or the task's time budget is spent. The budget counts the
+join picks across them. A full grid is hundreds of fits, so each
+``foreach`` task runs a coordinate descent from the estimator's defaults:
+every value of one axis with the others fixed at the best so far, then the
+next axis, in passes until a pass changes nothing or the task's time budget
+is spent. The budget counts the
 task's own processor time, not the clock's, so what else the machine runs
 changes little which points are tried (two audits side by side once made
 each search stop halfway; now at most its last points differ). The tasks
