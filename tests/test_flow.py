@@ -134,6 +134,21 @@ def test_malformed_data_fails_the_run_with_a_one_line_cause(trainer_settings, tm
     assert runs and not any(run.successful for run in runs)
 
 
+@pytest.mark.parametrize("option, value, cause", [
+    ("--model", "svd", "--model 'svd': not a registered servable"),
+    ("--grid", "16,3x", "--grid '16,3x': invalid literal for int()"),
+    ("--half_lives", "7,never", "--half_lives '7,never': could not convert string to float"),
+])
+def test_a_bad_parameter_stops_the_run_in_start(trainer_settings, option, value, cause):
+    """A typo in a search option is caught before the data is read, in one line."""
+    with pytest.raises(TrainingFailed) as caught:
+        train(trainer_settings, extra_args=(option, value))
+    output = str(caught.value)
+    assert "Bad parameter" in output and cause in output and "Traceback" not in output
+    run = next(iter(_client(trainer_settings).Flow("LineupTrainFlow").runs()))
+    assert [step.id for step in run] == ["start"] and not run.successful
+
+
 def test_a_renamed_flow_is_trained_and_served(tmp_path, admin_headers):
     """LINEUP_FLOW_NAME names the flow the trainer writes and the service reads."""
     import os

@@ -21,6 +21,12 @@ class BadTrainingData(MetaflowException):
     headline = "Bad training data"
 
 
+class BadParameter(MetaflowException):
+    """A flow parameter cannot be read: the run stops in ``start``, with one line."""
+
+    headline = "Bad parameter"
+
+
 @schedule(daily=True)
 class LineupTrainFlow(FlowSpec):
     """Train, tune and evaluate the event recommender; store what the serving gate reads.
@@ -135,13 +141,19 @@ class LineupTrainFlow(FlowSpec):
         import datetime as dt
         import hashlib
         import logging
+        import math
 
         import numpy as np
 
         from service.contract import iso_timestamp
-        from service.training import csv_files, data, sample_data
+        from service.training import csv_files, data, sample_data, search
 
         logging.basicConfig(level=logging.INFO, format="%(message)s")
+        try:  # before the data is read: a typo costs a second, not a run
+            search.servables(self.model_kind, items_expire=False)
+            self._axes(span_days=math.inf, items_expire=False, count_default=0.0)
+        except ValueError as error:
+            raise BadParameter(str(error)) from None
         if self.interactions:
             try:
                 with csv_files.local_copies(self.interactions, self.items) as (interactions, items):
@@ -226,18 +238,9 @@ class LineupTrainFlow(FlowSpec):
         self.search_spaces, self.search_starts, self.grid_points = {}, {}, []
         for servable in search.servables(self.model_kind, items_expire):
             defaults = servable_class(servable)().get_params()
-            space = {
-                "half_life_days": search.half_lives(self.half_lives, span_days),
-                "user_half_life": search.parse_list(self.user_half_lives),
-                "user_decay_floor": search.parse_list(self.user_decay_floors),
-                "popularity_weight": search.parse_list(self.popularity_weights),
-                "count_exponent": search.count_exponents(
-                    self.count_exponents, items_expire, defaults.get("count_exponent", 0.0)),
-                "n_components": search.parse_list(self.grid, int),
-                "weighting": search.parse_list(self.weightings, str),
-                "shrinkage": search.parse_list(self.shrinkages),
-                "n_neighbors": search.parse_list(self.neighbours, int)}
-            space = {axis: values for axis, values in space.items() if axis in defaults}
+            space = {axis: values for axis, values in self._axes(
+                span_days, items_expire, defaults.get("count_exponent", 0.0)).items()
+                if axis in defaults}
             self.search_spaces[servable] = space
             self.search_starts[servable] = search.timed(
                 functools.partial(self._score, servable),
@@ -325,6 +328,32 @@ class LineupTrainFlow(FlowSpec):
         # The big inputs are not needed downstream; keep the datastore small.
         self.train_log = self.validation_splits = self.truth = None
         self.next(self.end)
+
+    def _axes(self, span_days: float, items_expire: bool, count_default: float) -> dict:
+        """Return every search axis's values, parsed from the parameters (servables keep theirs).
+
+        A value that does not parse raises ValueError naming the parameter.
+        """
+        from service.training import search
+
+        def parsed(name, parse, *args):
+            text = getattr(self, name)
+            try:
+                return parse(text, *args)
+            except ValueError as error:
+                raise ValueError(f"--{name} {text!r}: {error}") from None
+
+        return {
+            "half_life_days": parsed("half_lives", search.half_lives, span_days),
+            "user_half_life": parsed("user_half_lives", search.parse_list),
+            "user_decay_floor": parsed("user_decay_floors", search.parse_list),
+            "popularity_weight": parsed("popularity_weights", search.parse_list),
+            "count_exponent": parsed("count_exponents", search.count_exponents, items_expire,
+                                     count_default),
+            "n_components": parsed("grid", search.parse_list, int),
+            "weighting": parsed("weightings", search.parse_list, str),
+            "shrinkage": parsed("shrinkages", search.parse_list),
+            "n_neighbors": parsed("neighbours", search.parse_list, int)}
 
     def _score(self, servable, point):
         """Fit ``point`` of ``servable`` on each validation split's training rows; combine."""
