@@ -21,6 +21,19 @@ from service.servable import ArraySpec, Recommendation
 DAY = 86_400.0
 
 
+#: The strength of one interaction of weight w, by a model's ``weighting``.
+WEIGHTINGS = {"raw": lambda w: w, "binary": np.ones_like, "log": np.log1p}
+
+
+def interaction_matrix(rows: np.ndarray, cols: np.ndarray, value: np.ndarray,
+                       shape: tuple[int, int]) -> sparse.csr_matrix:
+    """Return the users x items matrix of summed values, repeats damped by ``log1p``."""
+    matrix = sparse.csr_matrix((value, (rows, cols)), shape=shape)
+    matrix.sum_duplicates()
+    matrix.data = np.log1p(matrix.data)
+    return matrix
+
+
 def recency_weight(timestamp: np.ndarray, now: float, half_life_days: float) -> np.ndarray:
     """Return the recency weight of each timestamp: 1 at ``now``, halving every half-life."""
     age_days = np.maximum(now - timestamp, 0.0) / DAY
@@ -186,6 +199,28 @@ class Catalogued:
         self.seen_indptr_ = seen.indptr.astype(np.int64)
         self.seen_indices_ = seen.indices.astype(np.int32)
         return rows, cols, weight, decay
+
+    def _strengths(self, X, rows: np.ndarray, weight: np.ndarray,
+                   decay: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return each row's strength, and the same with the user's own decay.
+
+        For models with ``weighting`` (a key of WEIGHTINGS), ``user_half_life``
+        and ``user_decay_floor``: the strength is the weighting of the row's
+        weight times its recency ``decay``; with a finite user half-life it is
+        also halved for every that many later rows of the same user, down to
+        the floor's share of itself (what a user did last counts most).
+        """
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting {self.weighting!r} is not one of "
+                             f"{', '.join(WEIGHTINGS)}")
+        if not 0.0 <= self.user_decay_floor <= 1.0:
+            raise ValueError(f"user_decay_floor {self.user_decay_floor!r} is not in [0, 1]")
+        value = WEIGHTINGS[self.weighting](weight) * decay
+        if not np.isfinite(self.user_half_life):
+            return value, value
+        floor = self.user_decay_floor
+        return value, value * (floor + (1.0 - floor) * np.exp2(
+            -later_rows(rows, X.timestamp) / self.user_half_life))
 
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "item_starts_at_")

@@ -13,7 +13,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from service import item_features
-from service.catalogued import Catalogued, later_rows, momentum, top_indices
+from service.catalogued import Catalogued, interaction_matrix, momentum, top_indices
 from service.popularity import PopularityRecommender
 from service.servable import ArraySpec, Recommendation
 
@@ -188,9 +188,6 @@ class EventRecommender(Catalogued, BaseEstimator):
     #: this many rows by the upcoming items: 5 MB for the sample).
     RANKING_BATCH = 256
 
-    #: The strength of one interaction of weight w, by ``weighting``.
-    WEIGHTINGS = {"raw": lambda w: w, "binary": np.ones_like, "log": np.log1p}
-
     def __init__(self, *, n_components: int = 64, n_clusters: int = 8,
                  popularity_weight: float = 0.15, half_life_days: float = 14.0,
                  user_half_life: float = np.inf, user_decay_floor: float = 0.1,
@@ -232,21 +229,10 @@ class EventRecommender(Catalogued, BaseEstimator):
         from sklearn.cluster import KMeans
         from sklearn.utils.extmath import randomized_svd
 
-        if self.weighting not in self.WEIGHTINGS:
-            raise ValueError(f"weighting {self.weighting!r} is not one of "
-                             f"{', '.join(self.WEIGHTINGS)}")
-        if not 0.0 <= self.user_decay_floor <= 1.0:
-            raise ValueError(f"user_decay_floor {self.user_decay_floor!r} is not in [0, 1]")
         rows, cols, weight, decay = self._index_data(X, items)
-        value = self.WEIGHTINGS[self.weighting](weight) * decay
-        if np.isfinite(self.user_half_life):
-            floor = self.user_decay_floor
-            value *= floor + (1.0 - floor) * np.exp2(-later_rows(rows, X.timestamp)
-                                                     / self.user_half_life)
+        _, value = self._strengths(X, rows, weight, decay)
         n_users, n_items = self.user_ids_.shape[0], self.item_ids_.shape[0]
-        matrix = sparse.csr_matrix((value, (rows, cols)), shape=(n_users, n_items))
-        matrix.sum_duplicates()
-        matrix.data = np.log1p(matrix.data)
+        matrix = interaction_matrix(rows, cols, value, (n_users, n_items))
         counts = np.bincount(cols, minlength=n_items).astype(np.float64)
         matrix = matrix @ sparse.diags(np.where(counts > 0, counts, 1.0) ** -self.count_exponent)
         matrix = matrix.tocsr()
