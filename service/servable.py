@@ -19,6 +19,7 @@ import numpy as np
 SERVABLES: dict[str, str] = {
     "event": "service.recommender:EventRecommender",
     "item_knn": "service.knn:ItemKNNRecommender",
+    "ease": "service.ease:EASERecommender",
 }
 
 #: The model the flow trains unless told otherwise.

@@ -11,6 +11,7 @@ from service import config
 from service.contract import METRIC_KEYS, SEARCH_RESULTS_ARTIFACT, SUMMARY_ARTIFACTS
 from service.recommender import EventRecommender
 from service.servable import SERVABLES, servable_name
+from service.training import search
 from service.training.runner import TrainingFailed, train
 from tests import flows
 
@@ -183,7 +184,7 @@ def test_on_ratings_every_servable_is_searched_and_the_best_one_is_served(
                      extra_args=["--search_seconds", "2"])
     data = _client(trainer_settings).Run(pathspec).data
     assert {result["model"] for result in data.search_results} == set(SERVABLES)
-    best = max(data.search_results, key=lambda r: (r["ndcg@10"], -r.get("n_components", 0)))
+    best = search.choose(data.search_results, "ndcg@10")
     assert data.model_class == best["model"] == servable_name(data.model)
     assert set(data.best_params) == set(data.search_space) == set(
         data.search_spaces[data.model_class])

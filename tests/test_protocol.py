@@ -210,11 +210,30 @@ def test_count_exponents_are_searched_only_where_items_do_not_expire():
 
 
 def test_every_servable_is_searched_only_where_items_do_not_expire():
-    assert search.servables("auto", False) == ["event", "item_knn"]
+    assert search.servables("auto", False) == ["event", "item_knn", "ease"]
     assert search.servables("auto", True) == ["event"]
     assert search.servables("item_knn", True) == ["item_knn"]
     with pytest.raises(ValueError, match="'svd': not a registered servable"):
         search.servables("svd", False)
+
+
+def _point(model, value, *splits, components=None):
+    point = {"model": model, "ndcg@10": value, **{f"ndcg@10 {i}": v for i, v in enumerate(splits)}}
+    return point if components is None else {**point, "n_components": components}
+
+
+def test_a_challenger_replaces_the_default_servable_only_when_it_is_as_good_on_every_split():
+    event = [_point("event", 0.15, 0.14, 0.19, components=32),
+             _point("event", 0.15, 0.15, 0.16, components=16)]
+    # Better combined, worse on the window: the default's best (fewer components) stays.
+    assert search.choose(event + [_point("ease", 0.17, 0.18, 0.15)], "ndcg@10") == event[1]
+    # As good on both splits: the challenger with the best combined score wins.
+    both = [_point("ease", 0.17, 0.18, 0.16), _point("item_knn", 0.16, 0.16, 0.16)]
+    assert search.choose(event + both, "ndcg@10") == both[0]
+    # One split: the best point, whatever its servable; without the default, the best too.
+    single = [_point("event", 0.10), _point("ease", 0.12), _point("item_knn", 0.11)]
+    assert search.choose(single, "ndcg@10") == single[1]
+    assert search.choose(single[1:], "ndcg@10") == single[1]
 
 
 @pytest.mark.parametrize("kind", ["time10", "last5"])

@@ -1,7 +1,8 @@
-"""A second servable, trained by the real flow, passes the gate and serves over HTTP.
+"""The other servables, trained by the real flow, pass the gate and serve over HTTP.
 
-``ItemKNNRecommender`` lives in its own module and one registration line; the
-loader, the gate, the checks and the API know it only as a ``Servable``.
+``ItemKNNRecommender`` and ``EASERecommender`` live in their own modules and
+one registration line each; the loader, the gate, the checks and the API
+know them only as ``Servable``.
 """
 
 from __future__ import annotations
@@ -9,6 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from service import config
+import pytest
+
+from service.ease import EASERecommender
 from service.knn import ItemKNNRecommender
 from service.servable import Servable, schema_problem, servable_class
 from service.training.data import Interactions
@@ -41,12 +45,57 @@ def test_shrinkage_keeps_a_pair_seen_together_once_below_one_seen_by_many():
     assert ranked == {0.0: ["B", "C"], 100.0: ["C", "B"]}
 
 
-def test_a_flow_run_of_the_second_servable_serves_over_http(tmp_path):
+def test_ease_is_a_servable(small_world):
+    log, catalogue = small_world
+    model = EASERecommender(max_items=500).fit(log, items=catalogue)
+    assert isinstance(model, Servable) and servable_class("ease") is EASERecommender
+    assert schema_problem(model) is None and model.consistency_problems() == []
+    assert model.weighted_items_.size == 500 and model.item_weights_.shape == (500, 500)
+    known = str(model.user_ids_[0])
+    rec = model.recommend(known, 10, as_of=model.fitted_as_of_ - 86_400)
+    assert rec.strategy == "personalised" and len(rec.items) == 10
+    model.item_position_ = np.roll(model.item_position_, 1)
+    assert model.consistency_problems() == ["item_position_ does not index weighted_items_"]
+
+
+def test_ease_weights_are_each_items_ridge_regression_on_the_others():
+    """The closed form against its definition: item j regressed on every other item."""
+    rng = np.random.default_rng(0)
+    pairs = {(f"u{u}", f"i{i}")
+             for u, i in zip(rng.integers(0, 40, 300), rng.integers(0, 12, 300))}
+    users, items = zip(*sorted(pairs))
+    log = Interactions.from_arrays(users, items, timestamp=np.zeros(len(users)))
+    model = EASERecommender(l2=3.0, half_life_days=np.inf, user_half_life=np.inf).fit(log)
+    matrix = np.zeros((model.user_ids_.size, model.item_ids_.size))
+    for user, item in pairs:
+        matrix[model.user_ids_.searchsorted(user), model.item_ids_.searchsorted(item)] = np.log(2)
+    for j in range(matrix.shape[1]):
+        others = np.delete(matrix, j, axis=1)
+        ridge = np.linalg.solve(others.T @ others + 3.0 * np.eye(others.shape[1]),
+                                others.T @ matrix[:, j])
+        np.testing.assert_allclose(np.delete(model.item_weights_[:, j], j), ridge, atol=1e-6)
+        assert model.item_weights_[j, j] == 0.0
+
+
+def test_ease_scores_only_its_most_interacted_items_and_refuses_no_penalty():
+    pairs = [("a", "hit"), ("b", "hit"), ("c", "hit"), ("d", "hit"), ("a", "mid"), ("b", "mid"),
+             ("c", "rare")]
+    log = Interactions.from_arrays(*zip(*pairs), timestamp=np.zeros(len(pairs)))
+    model = EASERecommender(max_items=2, popularity_weight=0.0).fit(log)
+    assert model.item_ids_[model.weighted_items_].tolist() == ["hit", "mid"]
+    rec = model.recommend("d", 3, as_of=-np.inf)
+    assert rec.item_ids.tolist() == ["mid", "rare"] and rec.scores[0] > 0 == rec.scores[1]
+    with pytest.raises(ValueError, match="l2 0.0 must be positive"):
+        EASERecommender(l2=0.0).fit(log)
+
+
+@pytest.mark.parametrize("servable", ["item_knn", "ease"])
+def test_a_flow_run_of_another_servable_serves_over_http(tmp_path, servable):
     home = tmp_path / "home"
     trainer = config.load({"LINEUP_HOME": str(home), "METAFLOW_USER": "lineup-trainer"})
     interactions, items = flows.sample(tmp_path / "data")
     run_id = train(trainer, interactions=str(interactions), items=str(items),
-                   extra_args=["--model", "item_knn"]).rsplit("/", 1)[-1]
+                   extra_args=["--model", servable]).rsplit("/", 1)[-1]
     server = Server(home)
     server.start()
     try:

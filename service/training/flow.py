@@ -42,7 +42,8 @@ class LineupTrainFlow(FlowSpec):
        space from its defaults (each task takes the axes in its own order),
        fitting and scoring on the validation split within ``search_seconds``,
        one BLAS thread per task (service/training/search.py)
-    4) join: pick the servable and point with the best validation NDCG@10
+    4) join: pick the point with the best validation NDCG@10, of the default
+       servable unless another's best is at least as good on every split
     5) evaluate: fit the chosen point and the popularity baseline on the
        training rows, score both on the holdout's users with bootstrap
        intervals, then refit the chosen point on all the data as the served
@@ -126,6 +127,8 @@ class LineupTrainFlow(FlowSpec):
                                 "co-occurrence / (norms' product + shrinkage))")
     neighbours = Parameter("neighbours", default="50,200",
                            help="Neighbours kept per item to search (item_knn)")
+    l2s = Parameter("l2s", default="30,100,300,1000",
+                    help="Ridge penalties of the item weights to search (ease)")
     search_users = Parameter("search_users", default=5000, type=int,
                              help="Validation users the search scores each point on (a seeded "
                                   "sample when there are more); the holdout scores all of its")
@@ -270,8 +273,9 @@ class LineupTrainFlow(FlowSpec):
 
     @step
     def join(self, inputs):
-        """Pick the best servable and point by validation NDCG@10 (ties: fewer components)."""
+        """Pick the servable and point by validation NDCG@10 (service/training/search.py)."""
         from service.contract import PRIMARY_METRIC
+        from service.training import search
 
         spaces = inputs[0].search_spaces
         scored = [{"model": servable, **start}
@@ -280,8 +284,7 @@ class LineupTrainFlow(FlowSpec):
         unique = {(result["model"], *(result[axis] for axis in spaces[result["model"]])): result
                   for result in scored}
         self.search_results = list(unique.values())
-        best = max(self.search_results,
-                   key=lambda r: (r[PRIMARY_METRIC], -r.get("n_components", 0)))
+        best = search.choose(self.search_results, PRIMARY_METRIC)
         self.model_class = best["model"]
         self.search_space = spaces[self.model_class]
         self.best_params = {axis: best[axis] for axis in self.search_space}
@@ -353,7 +356,8 @@ class LineupTrainFlow(FlowSpec):
             "n_components": parsed("grid", search.parse_list, int),
             "weighting": parsed("weightings", search.parse_list, str),
             "shrinkage": parsed("shrinkages", search.parse_list),
-            "n_neighbors": parsed("neighbours", search.parse_list, int)}
+            "n_neighbors": parsed("neighbours", search.parse_list, int),
+            "l2": parsed("l2s", search.parse_list)}
 
     def _score(self, servable, point):
         """Fit ``point`` of ``servable`` on each validation split's training rows; combine."""
