@@ -1,15 +1,16 @@
 """The hyperparameter search: which points, in which order, inside a time budget.
 
-The space has seven axes: the SVD rank (``n_components``), the recency
+The event model has seven axes: the SVD rank (``n_components``), the recency
 half-life in days (``inf``: no decay), the half-life counted in each user's
 own later interactions (``user_half_life``, ``inf``: off) and the share of
 an old interaction's weight it keeps (``user_decay_floor``), the popularity
 prior's weight, the damping of each item column by its count
 (``count_exponent``) and the interaction weighting (raw strength, binary, log).
-The item-to-item servable has four: the recency half-life, the popularity
-weight, the similarity's shrinkage and the neighbours kept per item. Each
-servable searched (:func:`servables`) gets its own tasks, and the flow's
-join picks across them. A full grid is hundreds of fits, so each
+The item-to-item servables share five of them (not the rank nor the
+damping); ``item_knn`` adds the similarity's shrinkage and the neighbours
+kept per item, ``ease`` the ridge penalty ``l2``. Each servable searched
+(:func:`servables`) gets its own tasks, and the flow's join chooses across
+them (:func:`choose`). A full grid is hundreds of fits, so each
 ``foreach`` task runs a coordinate descent from the estimator's defaults:
 every value of one axis with the others fixed at the best so far, then the
 next axis, in passes until a pass changes nothing or the task's time budget
