@@ -217,23 +217,34 @@ def test_every_servable_is_searched_only_where_items_do_not_expire():
         search.servables("svd", False)
 
 
-def _point(model, value, *splits, components=None):
-    point = {"model": model, "ndcg@10": value, **{f"ndcg@10 {i}": v for i, v in enumerate(splits)}}
+def _point(model, value, *splits, components=None, users=(1000, 100)):
+    """A search result: the combined NDCG@10 and, with splits, each one's and its users."""
+    if not splits:
+        return {"model": model, "ndcg@10": value, "users": users[0]}
+    point = {"model": model, "ndcg@10": value,
+             **{f"ndcg@10 {i}": v for i, v in enumerate(splits)},
+             **{f"users {i}": n for i, n in enumerate(users)}}
     return point if components is None else {**point, "n_components": components}
 
 
-def test_a_challenger_replaces_the_default_servable_only_when_it_is_as_good_on_every_split():
+def test_a_challenger_replaces_the_default_servable_only_when_better_on_every_split():
     event = [_point("event", 0.15, 0.14, 0.19, components=32),
              _point("event", 0.15, 0.15, 0.16, components=16)]
-    # Better combined, worse on the window: the default's best (fewer components) stays.
-    assert search.choose(event + [_point("ease", 0.17, 0.18, 0.15)], "ndcg@10") == event[1]
-    # As good on both splits: the challenger with the best combined score wins.
-    both = [_point("ease", 0.17, 0.18, 0.16), _point("item_knn", 0.16, 0.16, 0.16)]
+    # Better combined, but not by one user's hit (1/100) on the window: the
+    # default's best (fewer components) stays.
+    assert search.choose(event + [_point("ease", 0.17, 0.18, 0.165)], "ndcg@10") == event[1]
+    # Better on both splits: of the challengers that are, the best wins.
+    both = [_point("ease", 0.18, 0.18, 0.175), _point("item_knn", 0.17, 0.17, 0.175)]
     assert search.choose(event + both, "ndcg@10") == both[0]
-    # One split: the best point, whatever its servable; without the default, the best too.
-    single = [_point("event", 0.10), _point("ease", 0.12), _point("item_knn", 0.11)]
+    # A window where neither scores one user's worth cannot tell them apart.
+    blind = [_point("event", 0.01, 0.01, 0.0), _point("ease", 0.03, 0.04, 0.005)]
+    assert search.choose(blind, "ndcg@10") == blind[1]
+    # One split: better by 1/500 or more; without the default, the best point.
+    single = [_point("event", 0.100, users=(500,)), _point("ease", 0.1015, users=(500,))]
+    assert search.choose(single, "ndcg@10") == single[0]
+    single[1]["ndcg@10"] = 0.103
     assert search.choose(single, "ndcg@10") == single[1]
-    assert search.choose(single[1:], "ndcg@10") == single[1]
+    assert search.choose([_point("item_knn", 0.09), single[1]], "ndcg@10", "event") == single[1]
 
 
 @pytest.mark.parametrize("kind", ["time10", "last5"])

@@ -122,7 +122,7 @@ def combined(metrics: list[dict[str, float]]) -> dict[str, float]:
     hit at the top): a mean over n users does not resolve less, and a thin
     window that happened to score 0 would otherwise zero the mean of a
     point far better on the other split (a Ciao data set's 63-user window,
-    docs/training.md).
+    docs/training.md). Each split's users are kept as ``"users <i>"``.
     """
     if len(metrics) == 1:
         return metrics[0]
@@ -130,7 +130,8 @@ def combined(metrics: list[dict[str, float]]) -> dict[str, float]:
     weights = np.sqrt(users)
     logs = np.log(np.maximum([split[PRIMARY_METRIC] for split in metrics], 1.0 / users))
     return {**metrics[0], PRIMARY_METRIC: float(np.exp(weights @ logs / weights.sum())),
-            **{f"{PRIMARY_METRIC} {i}": split[PRIMARY_METRIC] for i, split in enumerate(metrics)}}
+            **{f"{PRIMARY_METRIC} {i}": split[PRIMARY_METRIC] for i, split in enumerate(metrics)},
+            **{f"users {i}": split["users"] for i, split in enumerate(metrics)}}
 
 
 def sample_users(truth: dict[str, np.ndarray], count: int,
