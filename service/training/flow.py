@@ -43,7 +43,8 @@ class LineupTrainFlow(FlowSpec):
        fitting and scoring on the validation split within ``search_seconds``,
        one BLAS thread per task (service/training/search.py)
     4) join: pick the point with the best validation NDCG@10, of the default
-       servable unless another's best is at least as good on every split
+       servable unless another's best beats it on every split by one user's
+       hit (search.choose)
     5) evaluate: fit the chosen point and the popularity baseline on the
        training rows, score both on the holdout's users with bootstrap
        intervals, then refit the chosen point on all the data as the served
