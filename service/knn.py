@@ -56,11 +56,13 @@ class ItemToItem(Catalogued, BaseEstimator):
         The scale of a prior that means the same against any item weights.
         """
         rows = np.unique(np.linspace(0, self.user_ids_.shape[0] - 1, users).astype(np.int64))
-        best = [self._profile_scores(
-            self.profile_indices_[self.profile_indptr_[row]:self.profile_indptr_[row + 1]],
-            self.profile_weights_[self.profile_indptr_[row]:self.profile_indptr_[row + 1]],
-            0).max(initial=0.0) for row in rows]
-        return float(np.mean(best)) or 1.0
+        return float(np.mean([self._row_scores(row, 0).max(initial=0.0) for row in rows])) or 1.0
+
+    def _row_scores(self, row: int, first: int) -> np.ndarray:
+        """Return the scores of items ``first:`` from the profile of the user in ``row``."""
+        start, end = self.profile_indptr_[row], self.profile_indptr_[row + 1]
+        return self._profile_scores(self.profile_indices_[start:end],
+                                    self.profile_weights_[start:end], first)
 
     def _profile_scores(self, items: np.ndarray, weights: np.ndarray,
                         first: int) -> np.ndarray:
@@ -95,9 +97,7 @@ class ItemToItem(Catalogued, BaseEstimator):
         if row < 0:
             return self._finish(np.array(self.item_popularity_[first:]), first, -1, n,
                                 "cold_start")
-        start, end = self.profile_indptr_[row], self.profile_indptr_[row + 1]
-        scores = self._profile_scores(self.profile_indices_[start:end],
-                                      self.profile_weights_[start:end], first)
+        scores = self._row_scores(row, first)
         scores += self.item_bias_[first:]
         return self._finish(scores, first, row, n, "personalised")
 
