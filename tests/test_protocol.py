@@ -201,6 +201,7 @@ def test_search_axes_and_half_lives():
     assert search.half_lives("auto", 40.0) == [7.0, 14.0, 30.0, math.inf]
     assert search.half_lives("3, inf", 40.0) == [3.0, math.inf]
     assert search.parse_list("16,32", int) == [16, 32]
+    assert search.weightings("raw, log") == ["raw", "log"]
 
 
 def test_count_exponents_are_searched_only_where_items_do_not_expire():

@@ -355,7 +355,7 @@ class LineupTrainFlow(FlowSpec):
             "count_exponent": parsed("count_exponents", search.count_exponents, items_expire,
                                      count_default),
             "n_components": parsed("grid", search.parse_list, int),
-            "weighting": parsed("weightings", search.parse_list, str),
+            "weighting": parsed("weightings", search.weightings),
             "shrinkage": parsed("shrinkages", search.parse_list),
             "n_neighbors": parsed("neighbours", search.parse_list, int),
             "l2": parsed("l2s", search.parse_list)}

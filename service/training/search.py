@@ -33,6 +33,7 @@ from typing import Any
 
 from threadpoolctl import threadpool_limits
 
+from service.catalogued import WEIGHTINGS
 from service.servable import DEFAULT_SERVABLE, SERVABLES
 
 logger = logging.getLogger(__name__)
@@ -75,6 +76,15 @@ def count_exponents(text: str, items_expire: bool, default: float) -> list[float
     against new events (docs/training.md, "New events").
     """
     return listed_or_auto(text, [default] if items_expire else COUNT_EXPONENTS)
+
+
+def weightings(text: str) -> list[str]:
+    """Parse the interaction weightings to try; ValueError for a name no model knows."""
+    names = parse_list(text, str)
+    unknown = [name for name in names if name not in WEIGHTINGS]
+    if unknown:
+        raise ValueError(f"{', '.join(unknown)}: not one of {', '.join(WEIGHTINGS)}")
+    return names
 
 
 def servables(text: str, items_expire: bool) -> list[str]:
