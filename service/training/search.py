@@ -134,14 +134,13 @@ def choose(results: Sequence[dict[str, Any]], metric: str,
         if result["model"] not in best or key(result) > key(best[result["model"]]):
             best[result["model"]] = result
     champion = best.get(default) or max(best.values(), key=key)
-    splits = sorted(name[len(metric) + 1:] for name in champion
-                    if name.startswith(f"{metric} ")) or [None]
+    # Each split's (metric, users) keys, "ndcg@10 0" with "users 0"; one split: the plain ones.
+    splits = [(name, "users" + name[len(metric):]) for name in champion
+              if name.startswith(f"{metric} ")] or [(metric, "users")]
 
     def beats(challenger: dict[str, Any]) -> bool:
         told = False
-        for split in splits:
-            name, users = (metric, "users") if split is None else (f"{metric} {split}",
-                                                                   f"users {split}")
+        for name, users in splits:
             resolution = 1.0 / max(champion[users], 1.0)
             ours, theirs = (max(point[name], resolution) for point in (challenger, champion))
             if ours == theirs == resolution:
