@@ -17,12 +17,9 @@ from scipy import sparse
 from sklearn.utils.validation import check_is_fitted
 
 from service.servable import ArraySpec, Recommendation
+from service.training.data import WEIGHTINGS
 
 DAY = 86_400.0
-
-
-#: The strength of one interaction of weight w, by a model's ``weighting``.
-WEIGHTINGS = {"raw": lambda w: w, "binary": np.ones_like, "log": np.log1p}
 
 
 def interaction_matrix(rows: np.ndarray, cols: np.ndarray, value: np.ndarray,

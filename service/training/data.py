@@ -40,6 +40,9 @@ logger = logging.getLogger(__name__)
 #: Weight of a row in an interactions file that has no ``weight`` column.
 DEFAULT_WEIGHT = 5.0
 
+#: The strength of one interaction of weight w, by a model's ``weighting``.
+WEIGHTINGS = {"raw": lambda w: w, "binary": np.ones_like, "log": np.log1p}
+
 INTERACTION_COLUMNS = ("user_id", "item_id", "timestamp")
 ITEM_COLUMNS = ("item_id",)
 UNKNOWN_CATEGORY = "unknown"

@@ -33,8 +33,8 @@ from typing import Any
 
 from threadpoolctl import threadpool_limits
 
-from service.catalogued import WEIGHTINGS
 from service.servable import DEFAULT_SERVABLE, SERVABLES
+from service.training.data import WEIGHTINGS
 
 logger = logging.getLogger(__name__)
 
