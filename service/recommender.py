@@ -187,6 +187,10 @@ class EventRecommender(Catalogued, BaseEstimator):
     #: Users ranked together per city and category (a float32 score matrix of
     #: this many rows by the upcoming items: 5 MB for the sample).
     RANKING_BATCH = 256
+    #: Power iterations of the randomized SVD. At 4 the factors still varied with
+    #: the seed: on MovieLens 100k's last 10% of time one point scored 0.283 to
+    #: 0.303 over four seeds; at 7, 0.290 to 0.299, and 0.002 more on average.
+    SVD_POWER_ITERATIONS = 7
 
     def __init__(self, *, n_components: int = 64, n_clusters: int = 8,
                  popularity_weight: float = 0.15, half_life_days: float = 14.0,
@@ -238,7 +242,8 @@ class EventRecommender(Catalogued, BaseEstimator):
         matrix = matrix.tocsr()
 
         k = int(max(1, min(self.n_components, min(n_users, n_items) - 1)))
-        _, _, vt = randomized_svd(matrix, k, n_iter=4, random_state=self.random_state)
+        _, _, vt = randomized_svd(matrix, k, n_iter=self.SVD_POWER_ITERATIONS,
+                                  random_state=self.random_state)
         item_factors = vt.T
         user_factors = np.asarray(matrix @ item_factors)
         user_factors /= np.maximum(np.linalg.norm(user_factors, axis=1, keepdims=True), 1e-12)
