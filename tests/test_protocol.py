@@ -210,6 +210,20 @@ def test_count_exponents_are_searched_only_where_items_do_not_expire():
     assert search.count_exponents("0.1, 0.2", True, 0.35) == [0.1, 0.2]
 
 
+def test_the_walk_starts_without_decay_only_where_items_do_not_expire():
+    defaults = {"half_life_days": 14.0, "popularity_weight": 0.15, "l2": 100.0}
+    space = {"half_life_days": [7.0, 14.0, math.inf], "popularity_weight": [0.0, 0.15]}
+    assert search.start(defaults, space, True) == {"half_life_days": 14.0,
+                                                   "popularity_weight": 0.15}
+    assert search.start(defaults, space, False) == {"half_life_days": math.inf,
+                                                    "popularity_weight": 0.15}
+    # Half-lives listed without inf: the walk starts where the defaults are.
+    listed = {**space, "half_life_days": [7.0, 14.0]}
+    assert search.start(defaults, listed, False)["half_life_days"] == 14.0
+    assert search.start(defaults, {"popularity_weight": [0.0]}, False) == {
+        "popularity_weight": 0.15}
+
+
 def test_every_servable_is_searched_only_where_items_do_not_expire():
     assert search.servables("auto", False) == ["event", "item_knn", "ease"]
     assert search.servables("auto", True) == ["event"]

@@ -238,7 +238,7 @@ class LineupTrainFlow(FlowSpec):
         items_expire = self.catalogue is not None and bool(
             np.isfinite(self.catalogue.starts_at).any())
         # Per servable, the axes it has; each foreach task walks one servable's
-        # axes from its defaults, in its own order.
+        # axes from its start (search.start), in its own order.
         self.search_spaces, self.search_starts, self.grid_points = {}, {}, []
         for servable in search.servables(self.model_kind, items_expire):
             defaults = servable_class(servable)().get_params()
@@ -248,7 +248,7 @@ class LineupTrainFlow(FlowSpec):
             self.search_spaces[servable] = space
             self.search_starts[servable] = search.timed(
                 functools.partial(self._score, servable),
-                {axis: defaults[axis] for axis in space})
+                search.start(defaults, space, items_expire))
             self.grid_points += [(servable, order)
                                  for order in search.orders(space, self.search_tasks)]
         print(f"protocol {self.evaluation_protocol}")
