@@ -189,7 +189,7 @@ class EventRecommender(Catalogued, BaseEstimator):
     RANKING_BATCH = 256
     #: Power iterations of the randomized SVD. At 4 the factors still varied with
     #: the seed: on MovieLens 100k's last 10% of time one point scored 0.283 to
-    #: 0.303 over four seeds; at 7, 0.290 to 0.299, and 0.002 more on average.
+    #: 0.303 over four seeds; at 7, 0.290 to 0.299 (means 0.002 to 0.004 higher).
     SVD_POWER_ITERATIONS = 7
 
     def __init__(self, *, n_components: int = 64, n_clusters: int = 8,
