@@ -39,8 +39,8 @@ class LineupTrainFlow(FlowSpec):
        last-k, also a time window of ``min_window_users``), and set each
        searched servable's space (``--model``)
     3) train: foreach task, a coordinate descent over one servable's search
-       space from its defaults (each task takes the axes in its own order),
-       fitting and scoring on the validation split within ``search_seconds``,
+       space from its start (search.start; each task takes the axes in its
+       own order), fitting and scoring on the validation split within ``search_seconds``,
        one BLAS thread per task (service/training/search.py)
     4) join: pick the point with the best validation NDCG@10, of the default
        servable unless another's best beats it on every split by one user's
@@ -258,7 +258,7 @@ class LineupTrainFlow(FlowSpec):
 
     @step
     def train(self):
-        """Search one servable's space from its defaults (axes in this task's order)."""
+        """Search one servable's space from its start (axes in this task's order)."""
         import functools
 
         from service.contract import PRIMARY_METRIC

@@ -11,12 +11,12 @@ damping); ``item_knn`` adds the similarity's shrinkage and the neighbours
 kept per item, ``ease`` the ridge penalty ``l2``. Each servable searched
 (:func:`servables`) gets its own tasks, and the flow's join chooses across
 them (:func:`choose`). A full grid is hundreds of fits, so each
-``foreach`` task runs a coordinate descent from the estimator's defaults:
-every value of one axis with the others fixed at the best so far, then the
-next axis, in passes until a pass changes nothing or the task's time budget
-is spent. The budget counts the
-task's own processor time, not the clock's, so what else the machine runs
-changes little which points are tried (two audits side by side once made
+``foreach`` task runs a coordinate descent from the estimator's defaults
+(undecayed where items do not expire, :func:`start`): every value of one
+axis with the others fixed at the best so far, then the next axis, in
+passes until a pass changes nothing or the task's time budget is spent.
+The budget counts the task's own processor time, not the clock's, so what
+else the machine runs changes little which points are tried (two audits side by side once made
 each search stop halfway; now at most its last points differ). The tasks
 take the axes in different (rotated) orders, so they walk different paths.
 BLAS is held to one thread per task so that tasks running side by side do
