@@ -16,9 +16,10 @@ them (:func:`choose`). A full grid is hundreds of fits, so each
 axis with the others fixed at the best so far, then the next axis, in
 passes until a pass changes nothing or the task's time budget is spent.
 The budget counts the task's own processor time, not the clock's, so what
-else the machine runs changes little which points are tried (two audits side by side once made
-each search stop halfway; now at most its last points differ). The tasks
-take the axes in different (rotated) orders, so they walk different paths.
+else the machine runs changes little which points are tried (two audits
+side by side once made each search stop halfway; now at most its last
+points differ). The tasks take the axes in different (rotated) orders, so
+they walk different paths.
 BLAS is held to one thread per task so that tasks running side by side do
 not fight over the cores.
 """
