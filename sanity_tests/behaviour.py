@@ -99,10 +99,27 @@ def _each_user(model: Any, context: RunContext, user_ids: list[str],
 
 
 def check_golden_users_lists(model: Any, context: RunContext) -> None:
-    """Require n unique, known, upcoming items with finite scores for every golden user."""
+    """Require n unique, known, upcoming, unseen items with finite scores for every golden user.
+
+    A golden user's ``holdout_items`` are what they bought or rated in the
+    run's holdout, rows the served model was refitted on: seen, so never
+    recommended to them again. A model that lost its seen items (or another
+    run's) ranks them high, the user's own newest taste.
+    """
     user_ids = golden_user_ids(context)
-    per_user = _each_user(model, context, user_ids,
-                          lambda u: list_problems(model, _recommend(model, u, context), context))
+    seen = {str(user["user_id"]): {str(item) for item in user.get("holdout_items", ())}
+            for user in context.golden_users if "user_id" in user}
+
+    def judge(user_id: str) -> dict[str, str]:
+        rec = _recommend(model, user_id, context)
+        problems = list_problems(model, rec, context)
+        again = [str(item) for item in np.asarray(rec.item_ids).ravel()
+                 if str(item) in seen[user_id]]
+        if again:
+            problems["items they already bought or rated"] = ", ".join(again[:3])
+        return problems
+
+    per_user = _each_user(model, context, user_ids, judge)
     if per_user:
         raise CheckFailure(_summarise(per_user, len(user_ids), "golden users")
                            + f" (n={context.thresholds.n}, as of {iso_timestamp(context.as_of)})")

@@ -135,6 +135,13 @@ def _permute_items(model: Any) -> Any:
     return _rerank(model)
 
 
+def _forget_seen(model: Any) -> Any:
+    """Forget what every user bought or rated, as a fit that lost the seen column would."""
+    model.seen_indptr_ = np.zeros_like(model.seen_indptr_)
+    model.seen_indices_ = model.seen_indices_[:0]
+    return _rerank(model)
+
+
 def _cut_catalogue(model: Any) -> Any:
     """Keep every tenth item, every item array and the seen matrix cut alike."""
     from scipy import sparse
@@ -154,7 +161,7 @@ def _cut_catalogue(model: Any) -> Any:
 
 
 #: How a model can be damaged after evaluation; each must be rejected by the gate.
-DAMAGES = ("users", "half_users", "items", "other_data", "cut_catalogue", "popularity")
+DAMAGES = ("users", "half_users", "items", "other_data", "cut_catalogue", "popularity", "seen")
 
 
 def damage_model(model: Any, kind: str, *, log: Any, catalogue: Any, donor: Any) -> Any:
@@ -173,6 +180,8 @@ def damage_model(model: Any, kind: str, *, log: Any, catalogue: Any, donor: Any)
         return _cut_catalogue(model)
     if kind == "popularity":
         return PopularityRecommender().fit(log, items=catalogue)
+    if kind == "seen":
+        return _forget_seen(model)
     raise ValueError(f"unknown damage {kind!r}; one of {', '.join(DAMAGES)}")
 
 

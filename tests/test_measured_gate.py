@@ -23,7 +23,7 @@ from service.runs import RunSource
 from service.slot import ServedModel
 from tests import flows
 
-#: Sixteen small runs are made for this module (about 3 minutes on 2 idle cores).
+#: Seventeen small runs are made for this module (about 3 minutes on 2 idle cores).
 pytestmark = pytest.mark.timeout(1200)
 
 
@@ -76,6 +76,7 @@ def test_ten_good_runs_of_other_seeds_and_dates_are_all_accepted(gate_history, g
     ("other_data", "check_probes_known", "are unknown to the model"),
     ("cut_catalogue", "check_probes_known", "probe items"),
     ("popularity", "check_fitted_estimator", "is a service.popularity.PopularityRecommender"),
+    ("seen", "check_golden_users_lists", "items they already bought or rated"),
 ])
 def test_a_model_damaged_after_evaluation_is_rejected(gate_history, gate_settings,
                                                       kind, failing, words):

@@ -557,6 +557,25 @@ def test_past_events_are_reported_when_recommend_ignores_as_of(model, golden_con
         sanity_tests.check_golden_users_lists(model, later)
 
 
+def test_a_model_that_forgot_what_users_bought_fails_the_golden_lists(
+        model, fitted, golden_context):
+    from tests.flows import damage_model
+
+    def bought(user_id):  # what the fitted model holds as seen: its fit's holdout items
+        row = fitted._user_row(user_id)
+        return [str(fitted.item_ids_[i]) for i in
+                fitted.seen_indices_[fitted.seen_indptr_[row]:fitted.seen_indptr_[row + 1]]]
+
+    golden = [{**user, "holdout_items": bought(user["user_id"])}
+              for user in golden_context.golden_users]
+    context = replace(golden_context, golden_users=golden)
+    sanity_tests.check_golden_users_lists(fitted, context)
+    forgot = damage_model(model, "seen", log=None, catalogue=None, donor=None)
+    with pytest.raises(CheckFailure, match=r"of 20 golden users got items they already "
+                                           r"bought or rated"):
+        sanity_tests.check_golden_users_lists(forgot, context)
+
+
 def test_unfitted_and_wrong_models_fail_the_estimator_check(fitted, golden_context):
     from service.recommender import PopularityRecommender
 
