@@ -18,13 +18,14 @@ from sanity_tests import MODEL_CHECKS, RUN_CHECKS, RunContext, run_checks
 from service.contract import library_versions
 from service.recommender import EventRecommender
 from service.training import probes
+from service.training.data import Catalogue
 from service.training.sample_data import generate
 
 GOLDEN_USERS = 50
 
 
-def fitted(day: dt.date) -> tuple[EventRecommender, dict, list[dict]]:
-    """Fit the default sample as of ``day``; return the model, its probes and golden users."""
+def fitted(day: dt.date) -> tuple[EventRecommender, dict, list[dict], Catalogue]:
+    """Fit the default sample as of ``day``; return the model, probes, golden users, catalogue."""
     log, catalogue = generate(as_of=day)
     model = EventRecommender().fit(log, items=catalogue)
     step = max(model.user_ids_.size // GOLDEN_USERS, 1)
@@ -33,19 +34,19 @@ def fitted(day: dt.date) -> tuple[EventRecommender, dict, list[dict]]:
     started = time.perf_counter()
     built = probes.build_probes(model, log, golden)
     print(f"probes for {day} built in {time.perf_counter() - started:.2f} s")
-    return model, built, golden
+    return model, built, golden, catalogue
 
 
 def main() -> None:
     """Print the suite's total and each check's time, with and without a serving model."""
     today = dt.datetime.now(dt.UTC).date()
-    serving, _, _ = fitted(today - dt.timedelta(days=1))
-    model, built, golden = fitted(today)
+    serving, *_ = fitted(today - dt.timedelta(days=1))
+    model, built, golden, catalogue = fitted(today)
     metrics = {"precision@10": 0.1, "recall@10": 0.3, "ndcg@10": 0.3, "coverage": 0.5}
     context = RunContext(run_id="timing", pathspec="timing", holdout_metrics=metrics,
                          baseline_metrics={"ndcg@10": 0.1}, library_versions=library_versions(),
                          golden_users=golden, schema_version=model.SCHEMA_VERSION,
-                         as_of=time.time(), probes=built)
+                         as_of=time.time(), probes=built, catalogue=catalogue)
     for label, other in (("with a serving model", serving), ("first selection", None)):
         fresh = replace(context, serving_model=other, memo={})
         started = time.perf_counter()

@@ -20,6 +20,7 @@ from sanity_tests.comparison import check_list_changes, check_no_regression
 from sanity_tests.context import CheckFailure, Measure, RunContext, Thresholds
 from sanity_tests.integrity import (
     check_array_shapes,
+    check_catalogue_matches_run,
     check_finite_arrays,
     check_fitted_estimator,
     check_library_versions,
@@ -62,6 +63,7 @@ __all__ = [
     "Thresholds",
     "check_array_shapes",
     "check_beats_baseline",
+    "check_catalogue_matches_run",
     "check_cold_start",
     "check_deterministic",
     "check_finite_arrays",

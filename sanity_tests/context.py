@@ -49,7 +49,7 @@ class Thresholds:
     ndcg_floor: float = 0.02            # holdout NDCG@10 must be >= this
     regression_tolerance: float = 0.2   # paired: candidate may be surely worse by this share
     latency_budget_ms: float = 50.0     # p99 of single recommend() calls
-    claim_tolerance: float = 0.1        # measured probe NDCG may be surely below claimed by this
+    claim_tolerance: float = 0.01       # probe NDCGs may be surely below claims by this share
     baseline_margin: float = 0.0        # "beats popularity": paired interval above this
     min_overlap: float = 0.2            # mean overlap@10 with the serving lists, without a gain
     max_cold_start_rise: float = 0.1    # rise in the share of cold-start answers, without a gain
@@ -92,6 +92,7 @@ class RunContext:
     holdout_intervals: Mapping[str, Sequence[float]] | None = None
     baseline_difference: Mapping[str, Mapping[str, float]] | None = None
     probes: Mapping[str, Any] | None = None   # the gate_probes artifact
+    catalogue: Any = None   # the items the run fitted the model with (None: a ratings file)
     serving_model: Any = None   # the model serving now, when it is another run's
     #: Values a check computed that a later check reuses (the probe measure).
     memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)

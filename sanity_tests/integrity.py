@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 
 from sanity_tests.context import CheckFailure, RunContext
-from service.contract import LIBRARY_RELEASE_PARTS, library_versions
+from service.contract import LIBRARY_RELEASE_PARTS, iso_timestamp, library_versions
 from service.servable import ArraySpec, servable_class
+from service.training.probes import id_index, lookup
 
 _SHOWN = 5  # examples quoted in a message before "..."
 
@@ -184,3 +185,57 @@ def check_finite_arrays(model: Any, context: RunContext) -> None:
                             + (" ..." if bad.sum() > _SHOWN else ""))
     if problems:
         raise CheckFailure("; ".join(problems))
+
+
+#: The model's facts about each item and the catalogue column each was copied
+#: from at fit time (service/catalogued.py ``_index_data``).
+ITEM_FACTS = (("item_titles_", "title"), ("item_categories_", "category"),
+              ("item_starts_at_", "starts_at"), ("item_cities_", "city"))
+
+
+def _fact(value: Any, column: str) -> str:
+    """Show one item fact: a start as an ISO time, anything else as its Python repr."""
+    value = value.item() if isinstance(value, np.generic) else value
+    if column == "starts_at" and isinstance(value, float) and np.isfinite(value):
+        return iso_timestamp(value)
+    return repr(value)
+
+
+def check_catalogue_matches_run(model: Any, context: RunContext) -> None:
+    """Require every item of the run's catalogue in the model, with the catalogue's facts.
+
+    The flow fitted the model with ``context.catalogue``. A model whose starts
+    moved lists past events as upcoming (or hides upcoming ones), one whose
+    cities or categories moved answers a filter with other events, and one
+    whose titles moved shows the wrong names. A run without a catalogue (a
+    ratings file) has nothing to compare.
+    """
+    catalogue = context.catalogue
+    if catalogue is None or not len(catalogue):
+        return
+    ids = np.asarray(catalogue.item_id).astype(str)
+    columns = lookup(id_index(model.item_ids_), ids)
+    problems = []
+    missing = ids[columns < 0]
+    if missing.size:
+        problems.append(f"{missing.size} of {ids.size} catalogue items are not in the model "
+                        f"({', '.join(missing[:_SHOWN])}{' ...' if missing.size > _SHOWN else ''})")
+    known = columns >= 0
+    for attribute, column in ITEM_FACTS:
+        expected = getattr(catalogue, column)
+        if expected is None:
+            continue
+        want = np.asarray(expected)[known]
+        got = np.asarray(getattr(model, attribute))[columns[known]]
+        if column == "starts_at":
+            wrong = ~((want.astype(np.float64) == got) | (np.isnan(want) & np.isnan(got)))
+        else:
+            wrong = want.astype(str) != got.astype(str)
+        if wrong.any():
+            first = int(np.flatnonzero(wrong)[0])
+            problems.append(f"{int(wrong.sum())} of {int(known.sum())} items' {column} differ, "
+                            f"e.g. {str(ids[known][first])!r}: {_fact(got[first], column)} in "
+                            f"the model, {_fact(want[first], column)} in the run's catalogue")
+    if problems:
+        raise CheckFailure("; ".join(problems) + "; the model's catalogue is not the one the "
+                           "run fitted it with")

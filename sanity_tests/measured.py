@@ -69,14 +69,19 @@ def check_probes_known(model: Any, context: RunContext) -> None:
             f"lost part of its users or catalogue")
 
 
-def measured_values(model: Any, context: RunContext) -> np.ndarray:
-    """Return the per-user probe measure of ``model`` (computed once per context)."""
+def _measured(model: Any, context: RunContext) -> tuple[np.ndarray, np.ndarray]:
+    """Return the per-user probe measures of ``model`` and of its popularity (once per context)."""
     missing = [name for name in SCORED_BY if getattr(model, name, None) is None]
     if missing:
         raise CheckFailure(f"the model has no {', '.join(missing)}, so the gate cannot "
                            f"measure it on the probe users' items")
     users, items = probe_users(context)
-    return context.remember("probe", model, lambda: probes.model_ndcg(model, users, items))
+    return context.remember("probe", model, lambda: probes.measure(model, users, items))
+
+
+def measured_values(model: Any, context: RunContext) -> np.ndarray:
+    """Return the per-user probe measure of ``model`` (computed once per context)."""
+    return _measured(model, context)[0]
 
 
 def _difference(name: str, values: np.ndarray, claimed: float | None, rule: str) -> Measure:
@@ -87,17 +92,20 @@ def _difference(name: str, values: np.ndarray, claimed: float | None, rule: str)
 def check_measured_quality(model: Any, context: RunContext) -> list[Measure]:
     """Require the model's measured probe NDCG near its claim and above popularity.
 
-    Both comparisons are paired on the same users: rejected when the 95%
+    The comparisons are paired on the same users: rejected when the 95%
     interval of measured minus claimed lies wholly below minus
-    ``claim_tolerance`` of the claim, or that of measured minus popularity
-    does not rise above ``baseline_margin``.
+    ``claim_tolerance`` of the claim, for the model or for its own popularity
+    (the cold-start lists' order), or when that of measured minus popularity
+    does not rise above ``baseline_margin``. The artifact the flow measured
+    reproduces its claims to float rounding.
     """
-    measured = measured_values(model, context)
+    measured, measured_popularity = _measured(model, context)
     claimed = np.asarray(context.probes["model"], dtype=np.float64)
     popularity = np.asarray(context.probes["popularity"], dtype=np.float64)
     tolerance = context.thresholds.claim_tolerance
     margin = context.thresholds.baseline_margin
     floor = -tolerance * float(claimed.mean())
+    popularity_floor = -tolerance * float(popularity.mean())
     low, high = probes.bootstrap_interval(measured)
     measures = [
         Measure(probes.MEASURE, float(measured.mean()), low, high, float(claimed.mean()),
@@ -108,6 +116,10 @@ def check_measured_quality(model: Any, context: RunContext) -> list[Measure]:
         _difference(f"{probes.MEASURE} measured - popularity", measured - popularity,
                     float(claimed.mean() - popularity.mean()),
                     f"reject when high <= {margin:g} (LINEUP_BASELINE_MARGIN)"),
+        _difference(f"{probes.MEASURE} popularity measured - claimed",
+                    measured_popularity - popularity, 0.0,
+                    f"reject when high < {popularity_floor:.4f} ({tolerance:.0%} of the claim, "
+                    f"LINEUP_CLAIM_TOLERANCE)"),
     ]
     problems = []
     if measures[1].high < floor:
@@ -122,6 +134,13 @@ def check_measured_quality(model: Any, context: RunContext) -> list[Measure]:
             f"{float(popularity.mean()):.4f} on the same {measured.size} users (paired "
             f"difference {measures[2].measured:+.4f} "
             f"[{measures[2].low:+.4f}, {measures[2].high:+.4f}])")
+    if measures[3].high < popularity_floor:
+        problems.append(
+            f"the model's popularity ranks the probe users' items at "
+            f"{float(measured_popularity.mean()):.4f}, far below the "
+            f"{float(popularity.mean()):.4f} the run measured on it (paired difference "
+            f"{measures[3].measured:+.4f} [{measures[3].low:+.4f}, {measures[3].high:+.4f}]): "
+            f"every cold-start list follows it")
     if problems:
         raise CheckFailure("; ".join(problems) + "; the model changed after evaluation or "
                            "does not rank its own users' recent events", measures)

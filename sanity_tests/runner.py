@@ -152,6 +152,7 @@ MODEL_CHECKS: tuple[Check, ...] = (
     integrity.check_no_load_warnings,
     integrity.check_array_shapes,
     integrity.check_finite_arrays,
+    integrity.check_catalogue_matches_run,
     behaviour.check_golden_users_lists,
     behaviour.check_deterministic,
     behaviour.check_ranking_matches_scoring,

@@ -135,7 +135,7 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         # The gate's measure of the loaded model (sanity_tests/measured.py and
         # comparison.py): how far below its claim, above popularity, and how
         # far from the serving model's lists it may be.
-        "CLAIM_TOLERANCE": _float(env, "LINEUP_CLAIM_TOLERANCE", 0.1),
+        "CLAIM_TOLERANCE": _float(env, "LINEUP_CLAIM_TOLERANCE", 0.01),
         "BASELINE_MARGIN": _float(env, "LINEUP_BASELINE_MARGIN", 0.0),
         "MIN_OVERLAP": _float(env, "LINEUP_MIN_OVERLAP", 0.2),
         "MAX_COLD_START_RISE": _float(env, "LINEUP_MAX_COLD_START_RISE", 0.1),

@@ -33,6 +33,9 @@ EVALUATION_PROTOCOL_ARTIFACT = "evaluation_protocol"
 #: What the gate recomputes on the loaded model (service/training/probes.py):
 #: ``{"users", "items", "model", "popularity", ...}``, read only by the gate.
 PROBES_ARTIFACT = "gate_probes"
+#: The items the flow fitted the model with (service.training.data.Catalogue), None
+#: for a ratings file; the gate holds the model's item facts to it.
+CATALOGUE_ARTIFACT = "catalogue"
 
 #: Every point of the hyperparameter search: ``[{**params, **metrics}, ...]``.
 SEARCH_RESULTS_ARTIFACT = "search_results"

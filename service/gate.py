@@ -28,6 +28,7 @@ from sanity_tests import (
 )
 from service.contract import (
     BASELINE_DIFFERENCE_ARTIFACT,
+    CATALOGUE_ARTIFACT,
     INTERVALS_ARTIFACT,
     PROBES_ARTIFACT,
 )
@@ -69,12 +70,16 @@ def _verdict(record: RunRecord, report: Report, fingerprint: str, seconds: float
     )
 
 
-def _probes(source: RunSource, record: RunRecord) -> Mapping[str, Any] | None:
-    """Read the run's probes apart from the summary (operators' listings never need them)."""
+def _optional(source: RunSource, record: RunRecord, name: str) -> Any:
+    """Read an artifact apart from the summary (operators' listings never need it); None if absent.
+
+    The probes' absence is check_probes_present's to report; a catalogue's
+    means a ratings file.
+    """
     try:
-        return source.artifact(record, PROBES_ARTIFACT)
+        return source.artifact(record, name)
     except KeyError:
-        return None  # check_probes_present says so
+        return None
 
 
 def build_context(record: RunRecord, summary: Mapping[str, Any],
@@ -119,7 +124,7 @@ def evaluate(source: RunSource, record: RunRecord, settings: Mapping[str, Any],
     step = time.perf_counter()
     try:
         summary = source.summary(record)
-        probes = _probes(source, record)
+        probes = _optional(source, record, PROBES_ARTIFACT)
     except Exception as exc:
         return rejected(_failure("read_run", exc, step))
     context = build_context(record, summary, probes, thresholds, serving)
@@ -129,12 +134,16 @@ def evaluate(source: RunSource, record: RunRecord, settings: Mapping[str, Any],
 
     step = time.perf_counter()
     try:
+        catalogue = _optional(source, record, CATALOGUE_ARTIFACT)
+    except Exception as exc:
+        return rejected(*cheap.results, _failure("read_run", exc, step))
+    try:
         model, load_warnings = load_from_run(source, record)
     except LoadError as exc:
         return rejected(*cheap.results, _failure("load_model", exc, step))
     loaded = CheckResult(name="load_model", passed=True, message="",
                          seconds=time.perf_counter() - step)
-    context = replace(context, load_warnings=tuple(load_warnings))
+    context = replace(context, load_warnings=tuple(load_warnings), catalogue=catalogue)
     full = run_checks(MODEL_CHECKS, model, context)
     report = Report(results=cheap.results + (loaded,) + full.results)
     verdict = _verdict(record, report, fingerprint, time.perf_counter() - started)

@@ -161,7 +161,8 @@ def _cut_catalogue(model: Any) -> Any:
 
 
 #: How a model can be damaged after evaluation; each must be rejected by the gate.
-DAMAGES = ("users", "half_users", "items", "other_data", "cut_catalogue", "popularity", "seen")
+DAMAGES = ("users", "half_users", "items", "other_data", "cut_catalogue", "popularity", "seen",
+           "starts")
 
 
 def damage_model(model: Any, kind: str, *, log: Any, catalogue: Any, donor: Any) -> Any:
@@ -182,6 +183,9 @@ def damage_model(model: Any, kind: str, *, log: Any, catalogue: Any, donor: Any)
         return PopularityRecommender().fit(log, items=catalogue)
     if kind == "seen":
         return _forget_seen(model)
+    if kind == "starts":
+        model.item_starts_at_ = np.asarray(model.item_starts_at_) + 30 * 86_400.0
+        return _rerank(model)  # events that started this month look upcoming
     raise ValueError(f"unknown damage {kind!r}; one of {', '.join(DAMAGES)}")
 
 

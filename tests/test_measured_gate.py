@@ -23,7 +23,7 @@ from service.runs import RunSource
 from service.slot import ServedModel
 from tests import flows
 
-#: Seventeen small runs are made for this module (about 3 minutes on 2 idle cores).
+#: Eighteen small runs are made for this module (about 3 minutes on 2 idle cores).
 pytestmark = pytest.mark.timeout(1200)
 
 
@@ -77,6 +77,7 @@ def test_ten_good_runs_of_other_seeds_and_dates_are_all_accepted(gate_history, g
     ("cut_catalogue", "check_probes_known", "probe items"),
     ("popularity", "check_fitted_estimator", "is a service.popularity.PopularityRecommender"),
     ("seen", "check_golden_users_lists", "items they already bought or rated"),
+    ("starts", "check_catalogue_matches_run", "items' starts_at differ"),
 ])
 def test_a_model_damaged_after_evaluation_is_rejected(gate_history, gate_settings,
                                                       kind, failing, words):

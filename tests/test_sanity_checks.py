@@ -28,6 +28,7 @@ from sanity_tests import (
     run_checks,
 )
 from service.recommender import EventRecommender
+from tests.flows import damage_model
 
 HOLDOUT = {"precision@10": 0.08, "recall@10": 0.3, "ndcg@10": 0.2, "coverage": 0.6}
 BASELINE = {"precision@10": 0.04, "recall@10": 0.15, "ndcg@10": 0.1, "coverage": 0.05}
@@ -559,8 +560,6 @@ def test_past_events_are_reported_when_recommend_ignores_as_of(model, golden_con
 
 def test_a_model_that_forgot_what_users_bought_fails_the_golden_lists(
         model, fitted, golden_context):
-    from tests.flows import damage_model
-
     def bought(user_id):  # what the fitted model holds as seen: its fit's holdout items
         row = fitted._user_row(user_id)
         return [str(fitted.item_ids_[i]) for i in
@@ -574,6 +573,39 @@ def test_a_model_that_forgot_what_users_bought_fails_the_golden_lists(
     with pytest.raises(CheckFailure, match=r"of 20 golden users got items they already "
                                            r"bought or rated"):
         sanity_tests.check_golden_users_lists(forgot, context)
+
+
+def with_starts_moved(model):
+    """Every event a month later: those that started lately look upcoming."""
+    model.item_starts_at_ = model.item_starts_at_ + 30 * 86_400.0
+    model._rank_users()
+    return model
+
+
+def with_facts_permuted(name):
+    def breaker(model):
+        setattr(model, name, getattr(model, name)[
+            np.random.default_rng(0).permutation(model.item_ids_.size)])
+        return model
+    return breaker
+
+
+@pytest.mark.parametrize("breaker, words", [
+    (with_starts_moved, r"^833 of 833 items' starts_at differ, e\.g\. 'ev-20251113-0008': "
+                        r"2026-02-03T20:00:00Z in the model, 2026-01-04T20:00:00Z in the run's"),
+    (with_facts_permuted("item_cities_"), "items' city differ"),
+    (with_facts_permuted("item_categories_"), "items' category differ"),
+    (with_facts_permuted("item_titles_"), "items' title differ"),
+    (lambda model: damage_model(model, "cut_catalogue", log=None, catalogue=None, donor=None),
+     r"catalogue items are not in the model \(ev-"),
+])
+def test_a_model_whose_item_facts_moved_fails_the_catalogue_check(
+        model, fitted, world, golden_context, breaker, words):
+    context = replace(golden_context, catalogue=world[1])
+    sanity_tests.check_catalogue_matches_run(fitted, context)
+    sanity_tests.check_catalogue_matches_run(breaker(model), golden_context)  # none: a ratings run
+    with pytest.raises(CheckFailure, match=words):
+        sanity_tests.check_catalogue_matches_run(model, context)
 
 
 def test_unfitted_and_wrong_models_fail_the_estimator_check(fitted, golden_context):
@@ -644,10 +676,37 @@ def with_users_permuted(model):
 
 def test_probe_measure_of_the_fitted_model_is_its_claim(fitted, golden_context):
     measures = sanity_tests.check_measured_quality(fitted, golden_context)
-    probe, versus_claim, versus_popularity = measures
+    probe, versus_claim, versus_popularity, popularity_versus_claim = measures
     assert probe.measured == pytest.approx(probe.claimed, abs=1e-5)
     assert probe.low <= probe.measured <= probe.high
     assert versus_popularity.low > 0
+    assert popularity_versus_claim.measured == pytest.approx(0.0, abs=1e-6)
+
+
+def with_noised_users(model):
+    """Noise as large as the users' factors: lists change, the measure drops a little."""
+    factors = np.array(model.user_factors_)
+    noise = np.random.default_rng(0).normal(0.0, factors.std(), factors.shape)
+    model.user_factors_ = (factors + noise).astype(factors.dtype)
+    model._rank_users()
+    return model
+
+
+def with_popularity_permuted(model):
+    """Every cold-start list scrambled; known users' lists unchanged."""
+    model.item_popularity_ = model.item_popularity_[
+        np.random.default_rng(0).permutation(model.item_ids_.size)]
+    return model
+
+
+@pytest.mark.parametrize("breaker, words", [
+    (with_noised_users, "is far below the"),
+    (with_popularity_permuted, "the model's popularity ranks the probe users' items at"),
+])
+def test_measured_quality_holds_the_artifact_to_its_claims(model, golden_context,
+                                                           breaker, words):
+    with pytest.raises(CheckFailure, match=words):
+        sanity_tests.check_measured_quality(breaker(model), golden_context)
 
 
 def test_probe_measure_counts_ties_and_unknown_items_against_the_model(fitted):
@@ -658,8 +717,8 @@ def test_probe_measure_counts_ties_and_unknown_items_against_the_model(fitted):
     flat.item_bias_ = np.zeros_like(flat.item_bias_)
     users = [str(u) for u in fitted.user_ids_[:5]]
     items = [[str(fitted.item_ids_[0])]] * 4 + [["ev-not-in-the-catalogue"]]
-    assert probes.model_ndcg(flat, users, items).tolist() == [0.0] * 5
-    assert probes.model_ndcg(fitted, users, items)[-1] == 0.0
+    assert probes.measure(flat, users, items)[0].tolist() == [0.0] * 5
+    assert probes.measure(fitted, users, items)[0][-1] == 0.0
 
 
 def test_bootstrap_interval_brackets_the_mean_and_is_deterministic():

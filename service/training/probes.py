@@ -9,7 +9,9 @@ items not set aside), per user, beside the same measure for the popularity
 baseline. The gate recomputes the measure on the model it loaded: a model
 changed after evaluation (users' or items' factors shuffled, another data
 set's model, a cut catalogue, popularity in disguise) scores far below the
-claim, or not above popularity, on the same users.
+claim, or not above popularity, on the same users; one whose popularity
+changed (the order of every cold-start list) scores far below the
+popularity measured at fit time.
 """
 
 from __future__ import annotations
@@ -120,9 +122,13 @@ def model_scores(model: Any, users: Sequence[str]) -> np.ndarray:
     return scores
 
 
-def model_ndcg(model: Any, users: Sequence[str], items: Sequence[Sequence[str]]) -> np.ndarray:
-    """Return per-user NDCG@K of each user's own items as the model ranks its catalogue."""
-    return _ndcg(model_scores(model, users), *_targets(model, items))
+def measure(model: Any, users: Sequence[str],
+            items: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
+    """Return per-user NDCG@K of each user's own items as the model ranks its catalogue, and
+    as the model's popularity (the cold-start list's order) ranks them."""
+    scores = model_scores(model, users)
+    return (_ndcg(scores, *_targets(model, items)),
+            popularity_ndcg(model, users, items, scores))
 
 
 def popularity_ndcg(model: Any, users: Sequence[str], items: Sequence[Sequence[str]],
@@ -180,9 +186,7 @@ def build_probes(model: Any, log: Any, golden_users: Sequence[dict[str, Any]], *
     """
     golden = [str(user["user_id"]) for user in golden_users]
     users, items = _probe_users(log, golden, count)
-    scores = model_scores(model, users)
-    claimed = _ndcg(scores, *_targets(model, items))
-    popularity = popularity_ndcg(model, users, items, scores)
+    claimed, popularity = measure(model, users, items)
     return {"measure": MEASURE, "users": users, "items": items,
             "golden_users": sum(user in set(golden) for user in users),
             "model": [round(float(v), 6) for v in claimed],
