@@ -15,6 +15,7 @@ from sanity_tests.behaviour import (
     check_golden_users_lists,
     check_lists_differ,
     check_ranking_matches_scoring,
+    check_taste_labels,
 )
 from sanity_tests.comparison import check_list_changes, check_no_regression
 from sanity_tests.context import CheckFailure, Measure, RunContext, Thresholds
@@ -86,6 +87,7 @@ __all__ = [
     "check_ranking_matches_scoring",
     "check_run_schema_version",
     "check_schema_version",
+    "check_taste_labels",
     "checks_fingerprint",
     "flat_measures",
     "run_checks",

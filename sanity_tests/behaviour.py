@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +13,7 @@ import numpy as np
 
 from sanity_tests.context import CheckFailure, RunContext
 from service.contract import iso_timestamp
+from service.recommender import category_totals
 from service.training.probes import id_index, lookup
 
 #: A user id no run can know; it must be served the cold-start list.
@@ -225,6 +227,34 @@ def check_cold_start(model: Any, context: RunContext) -> None:
     if problems:
         detail = "; ".join(f"{problem}: {detail}" for problem, detail in problems.items())
         raise CheckFailure(f"unknown user {COLD_PROBE!r} got a bad list: {detail}")
+
+
+def check_taste_labels(model: Any, context: RunContext) -> None:
+    """Require each taste cluster's label to name the category its scores favour.
+
+    ``taste=rock`` answers an unknown user with the cluster labelled "rock"; a
+    label moved to another cluster, or a cluster's scores moved to other
+    items, answers rock fans with another taste. Labels are the dominant
+    category, de-duplicated ("rock-2"), or "cluster-N" where that is unknown.
+    """
+    labels = getattr(model, "cluster_labels_", None)
+    scores = getattr(model, "cluster_item_scores_", None)
+    if labels is None or scores is None:
+        return  # a servable without taste clusters
+    categories, totals = category_totals(np.asarray(scores, dtype=np.float64),
+                                         model.item_categories_)
+    wrong = []
+    for cluster, label in enumerate(str(label) for label in labels):
+        named = "unknown" if label.startswith("cluster-") else re.sub(r"-\d+$", "", label)
+        at = np.flatnonzero(categories == named)
+        best = totals[cluster].max()
+        if not at.size or totals[cluster, at[0]] < best - _SCORE_TOLERANCE * abs(best):
+            wrong.append(f"{label!r} (its scores favour "
+                         f"{str(categories[int(np.argmax(totals[cluster]))])!r})")
+    if wrong:
+        raise CheckFailure(f"{len(wrong)} of {len(labels)} taste clusters are mislabelled: "
+                           + ", ".join(wrong[:_SHOWN]) + "; taste= lists would answer "
+                           "with another taste")
 
 
 def check_lists_differ(model: Any, context: RunContext) -> None:

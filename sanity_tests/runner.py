@@ -157,6 +157,7 @@ MODEL_CHECKS: tuple[Check, ...] = (
     behaviour.check_deterministic,
     behaviour.check_ranking_matches_scoring,
     behaviour.check_cold_start,
+    behaviour.check_taste_labels,
     behaviour.check_lists_differ,
     metadata.check_new_events_scored,
     metadata.check_new_events_recommended,

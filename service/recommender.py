@@ -42,6 +42,20 @@ def pair_code(city: np.ndarray, category: np.ndarray, n_categories: int) -> np.n
     return np.where((city >= 0) & (category >= 0), city * n_categories + category, -1)
 
 
+def category_totals(per_cluster: np.ndarray,
+                    item_categories: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return the categories and each cluster's summed item scores in each (clusters x categories).
+
+    A taste cluster is named after its largest total, so the gate can tell a
+    label from its cluster's scores (``cluster_item_scores_`` is scaled per row).
+    """
+    categories, codes = np.unique(np.asarray(item_categories).astype(str), return_inverse=True)
+    totals = np.zeros((per_cluster.shape[0], categories.size))
+    for c in range(categories.size):  # a handful of categories, not items
+        totals[:, c] = per_cluster[:, codes == c].sum(axis=1)
+    return categories, totals
+
+
 class TopPerSegment:
     """Each segment's ``width`` best items for a batch of users, for segments fixed by item.
 
@@ -499,10 +513,7 @@ class EventRecommender(Catalogued, BaseEstimator):
 
     def _label_clusters(self, per_cluster: np.ndarray) -> np.ndarray:
         """Name each cluster after its dominant category, de-duplicated ("rock", "rock-2")."""
-        categories, codes = np.unique(self.item_categories_, return_inverse=True)
-        by_category = np.zeros((per_cluster.shape[0], categories.size))
-        for c in range(categories.size):  # a handful of categories, not items
-            by_category[:, c] = per_cluster[:, codes == c].sum(axis=1)
+        categories, by_category = category_totals(per_cluster, self.item_categories_)
         labels, used = [], {}
         for c in range(per_cluster.shape[0]):
             name = str(categories[int(np.argmax(by_category[c]))])

@@ -444,7 +444,7 @@ def as_impostor(model):
      f"model.schema_version_ is 0, expected {EventRecommender.SCHEMA_VERSION}"),
     (with_nan_in_past_item_factors, {"check_finite_arrays"},
      "item_factors_ has 3 non-finite value(s) at"),
-    (with_inf_cluster_scores, {"check_finite_arrays"},
+    (with_inf_cluster_scores, {"check_finite_arrays", "check_taste_labels"},
      "cluster_item_scores_ has 1 non-finite value(s) at (1, 5)"),
     (with_nan_start, {"check_finite_arrays"}, "item_starts_at_ has 1 NaN value(s)"),
     (with_nan_feature_weights, {"check_finite_arrays", "check_new_events_scored"},
@@ -453,6 +453,7 @@ def as_impostor(model):
      "none of 20 golden users ranks any of 100 new events copied"),
     (with_truncated("item_categories_", 10), {"check_array_shapes",
                                               "check_ranking_matches_scoring",
+                                              "check_taste_labels",
                                               "check_new_events_scored",
                                               "check_new_events_recommended"},
      "item_categories_ has shape (10,), expected (833,)"),
@@ -606,6 +607,24 @@ def test_a_model_whose_item_facts_moved_fails_the_catalogue_check(
     sanity_tests.check_catalogue_matches_run(breaker(model), golden_context)  # none: a ratings run
     with pytest.raises(CheckFailure, match=words):
         sanity_tests.check_catalogue_matches_run(model, context)
+
+
+def with_labels_rolled(model):
+    model.cluster_labels_ = np.roll(model.cluster_labels_, 1)
+    return model
+
+
+def with_cluster_scores_permuted(model):
+    model.cluster_item_scores_ = model.cluster_item_scores_[
+        :, np.random.default_rng(0).permutation(model.item_ids_.size)]
+    return model
+
+
+@pytest.mark.parametrize("breaker", [with_labels_rolled, with_cluster_scores_permuted])
+def test_mislabelled_taste_clusters_fail_the_taste_check(model, fitted, golden_context, breaker):
+    sanity_tests.check_taste_labels(fitted, golden_context)
+    with pytest.raises(CheckFailure, match=r"^\d of 4 taste clusters are mislabelled: '"):
+        sanity_tests.check_taste_labels(breaker(model), golden_context)
 
 
 def test_unfitted_and_wrong_models_fail_the_estimator_check(fitted, golden_context):
