@@ -135,8 +135,9 @@ def evaluate(source: RunSource, record: RunRecord, settings: Mapping[str, Any],
     step = time.perf_counter()
     try:
         catalogue = _optional(source, record, CATALOGUE_ARTIFACT)
-    except Exception as exc:
+    except Exception as exc:  # transient, as the summary's read: judged again later
         return rejected(*cheap.results, _failure("read_run", exc, step))
+    step = time.perf_counter()
     try:
         model, load_warnings = load_from_run(source, record)
     except LoadError as exc:

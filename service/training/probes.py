@@ -124,8 +124,11 @@ def model_scores(model: Any, users: Sequence[str]) -> np.ndarray:
 
 def measure(model: Any, users: Sequence[str],
             items: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
-    """Return per-user NDCG@K of each user's own items as the model ranks its catalogue, and
-    as the model's popularity (the cold-start list's order) ranks them."""
+    """Return per-user NDCG@K of each user's own items under the model and under its popularity.
+
+    The model ranks its whole catalogue; its popularity is the order of every
+    cold-start list, and leaves out what the model leaves out.
+    """
     scores = model_scores(model, users)
     return (_ndcg(scores, *_targets(model, items)),
             popularity_ndcg(model, users, items, scores))
