@@ -40,8 +40,8 @@ class LineupTrainFlow(FlowSpec):
        searched servable's space (``--model``)
     3) train: foreach task, a coordinate descent over one servable's search
        space from its start (search.start; each task takes the axes in its
-       own order), fitting and scoring on the validation split within ``search_seconds``,
-       one BLAS thread per task (service/training/search.py)
+       own order), fitting and scoring on the validation split within
+       ``search_seconds``, one BLAS thread per task (service/training/search.py)
     4) join: pick the point with the best validation NDCG@10, of the default
        servable unless another's best beats it on every split by one user's
        hit (search.choose)
