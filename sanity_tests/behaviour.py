@@ -245,10 +245,13 @@ def check_taste_labels(model: Any, context: RunContext) -> None:
                                          model.item_categories_)
     wrong = []
     for cluster, label in enumerate(str(label) for label in labels):
-        named = "unknown" if label.startswith("cluster-") else re.sub(r"-\d+$", "", label)
-        at = np.flatnonzero(categories == named)
+        # The label as it stands, less a de-duplication suffix, or "unknown"'s
+        # stand-in: a category of its own may end in "-18" or start "cluster-".
+        named = {label, re.sub(r"-\d+$", "", label)} | (
+            {"unknown"} if label.startswith("cluster-") else set())
         best = totals[cluster].max()
-        if not at.size or totals[cluster, at[0]] < best - _SCORE_TOLERANCE * abs(best):
+        at = np.flatnonzero(np.isin(categories, list(named)))
+        if not at.size or totals[cluster, at].max() < best - _SCORE_TOLERANCE * abs(best):
             wrong.append(f"{label!r} (its scores favour "
                          f"{str(categories[int(np.argmax(totals[cluster]))])!r})")
     if wrong:

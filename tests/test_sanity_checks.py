@@ -617,6 +617,14 @@ def with_cluster_scores_permuted(model):
     return model
 
 
+def test_taste_labels_may_be_categories_that_look_like_suffixes(model, golden_context):
+    """A category "under-18" or "cluster-7" is a label of its own, not a suffix or a stand-in."""
+    renamed = dict(zip(model.cluster_labels_[:2].tolist(), ("under-18", "cluster-7")))
+    model.item_categories_ = np.array([renamed.get(c, c) for c in model.item_categories_.tolist()])
+    model.cluster_labels_ = np.array([renamed.get(c, c) for c in model.cluster_labels_.tolist()])
+    sanity_tests.check_taste_labels(model, golden_context)
+
+
 @pytest.mark.parametrize("breaker", [with_labels_rolled, with_cluster_scores_permuted])
 def test_mislabelled_taste_clusters_fail_the_taste_check(model, fitted, golden_context, breaker):
     sanity_tests.check_taste_labels(fitted, golden_context)
