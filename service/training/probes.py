@@ -126,26 +126,15 @@ def measure(model: Any, users: Sequence[str],
             items: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
     """Return per-user NDCG@K of each user's own items under the model and under its popularity.
 
-    The model ranks its whole catalogue; its popularity is the order of every
-    cold-start list, and leaves out what the model leaves out.
+    The model ranks its whole catalogue; its popularity (recency-weighted,
+    the order of every cold-start list) leaves out what the model leaves out
+    for the user (-inf), so the two compare fairly.
     """
     scores = model_scores(model, users)
-    return (_ndcg(scores, *_targets(model, items)),
-            popularity_ndcg(model, users, items, scores))
-
-
-def popularity_ndcg(model: Any, users: Sequence[str], items: Sequence[Sequence[str]],
-                    scores: np.ndarray | None = None) -> np.ndarray:
-    """Return per-user NDCG@K of each user's own items ranked by recency-weighted popularity.
-
-    With the model's ``scores``, an item the model leaves out for a user
-    (-inf) is left out of popularity's ranking too, so the two compare fairly.
-    """
-    columns, counts = _targets(model, items)
+    targets = _targets(model, items)
     popularity = np.tile(np.asarray(model.item_popularity_, dtype=np.float32), (len(users), 1))
-    if scores is not None:
-        popularity[~np.isfinite(scores)] = -np.inf
-    return _ndcg(popularity, columns, counts)
+    popularity[~np.isfinite(scores)] = -np.inf
+    return _ndcg(scores, *targets), _ndcg(popularity, *targets)
 
 
 def bootstrap_interval(values: Sequence[float], seed: int = 0) -> tuple[float, float]:
