@@ -50,9 +50,25 @@ def test_choose_falls_back_to_last_k_when_no_window_has_enough_users():
     split = protocol.choose(_log(rows), 20 * DAY, holdout_days=1, min_users=5, k=1,
                             max_share=0.2)
     assert split.description["kind"] == "last_k" and split.description["users"] == 6
-    validation = protocol.nested(split, min_users=5, k=1, max_share=0.2)
+    validation = protocol.nested(split, holdout_days=1, min_users=5, k=1, max_share=0.2)
     assert validation.description["kind"] == "last_k" and len(validation.truth) == 6
     assert len(validation.train) == len(split.train) - 6
+
+
+def test_the_validation_window_grows_anew_within_the_share_not_from_the_tests_length():
+    # Busy days 0 and 21, then a thin tail: u0-u5 on days 49, 45, ..., 29. The holdout
+    # grows to 16 days (4 users); 16 days before it would hold the busy day 21, 60 of the
+    # 82 training rows, over max_share: the validation grows from 1 day again, reaches 2
+    # users within the share, and falls back to each user's last row.
+    rows = [(f"u{n}", f"old{n}", 0, True) for n in range(20)]
+    rows += [(f"u{n}", f"mid{n}{j}", 21, True) for n in range(20) for j in range(3)]
+    rows += [(f"u{n}", f"late{n}", 49 - 4 * n, True) for n in range(6)]
+    test = protocol.choose(_log(rows), 50 * DAY, holdout_days=1, min_users=4, k=1,
+                           max_share=0.5)
+    assert test.description["kind"] == "time_window" and test.description["days"] == 16
+    validation = protocol.nested(test, holdout_days=1, min_users=4, k=1, max_share=0.5)
+    assert validation.description["kind"] == "last_k" and len(validation.truth) == 20
+    assert validation.description["held_out_rows"] <= 0.5 * len(test.train)
 
 
 def test_beside_last_k_the_search_also_validates_on_a_thin_time_window():
