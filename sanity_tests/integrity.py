@@ -153,7 +153,8 @@ def check_array_shapes(model: Any, context: RunContext) -> None:
             problems.append(f"{name} has shape {array.shape}, expected {_shape_text(want)}"
                             + (f" ({named} as in the arrays before it)" if named else ""))
     starts = np.asarray(getattr(model, "item_starts_at_", ()))
-    if starts.shape == item_ids.shape and np.any(np.diff(starts) < 0):
+    # Compared, not subtracted: on ratings every start is inf, and inf - inf is NaN.
+    if starts.shape == item_ids.shape and np.any(starts[1:] < starts[:-1]):
         problems.append("item_starts_at_ is not ascending; recommend relies on items in "
                         "start order")
     if not problems:  # the model's own invariants assume the shapes above

@@ -71,6 +71,9 @@ def check_probes_known(model: Any, context: RunContext) -> None:
 
 def _measured(model: Any, context: RunContext) -> tuple[np.ndarray, np.ndarray]:
     """Return the per-user probe measures of ``model`` and of its popularity (once per context)."""
+    if not callable(getattr(model, "score_catalogue", None)):
+        raise CheckFailure("the model has no score_catalogue(); it is not a servable, so the "
+                           "gate cannot measure it on the probe users' items")
     missing = [name for name in SCORED_BY if getattr(model, name, None) is None]
     if missing:
         raise CheckFailure(f"the model has no {', '.join(missing)}, so the gate cannot "

@@ -32,11 +32,8 @@ def _scores_metadata(model: Any) -> bool:
             or (callable(declared) and "feature_weights_" in declared()))
 
 
-def _probe_view(model: Any, context: RunContext):
-    """Return the view of the upcoming catalogue plus probe events, and the probes' rows."""
-    from service.catalogue import overlay
-    from service.training.data import Catalogue
-
+def _probe_sources(model: Any, context: RunContext) -> tuple[np.ndarray, np.ndarray]:
+    """Return the upcoming items and those the probe events copy, the golden users' first."""
     upcoming = np.flatnonzero(model.item_starts_at_ > context.as_of)
     if not upcoming.size:
         raise CheckFailure(f"no event is upcoming at {context.as_of}; cannot probe new events")
@@ -44,7 +41,28 @@ def _probe_view(model: Any, context: RunContext):
     liked = [model.recommend(u, n=3, as_of=context.as_of).items for u in golden_user_ids(context)]
     source = np.concatenate(liked + [upcoming]).astype(np.intp)
     _, first = np.unique(source, return_index=True)
-    source = source[np.sort(first)][:PROBES]
+    return upcoming, source[np.sort(first)][:PROBES]
+
+
+def _alike(model: Any, source: np.ndarray) -> bool:
+    """True when the probe events' metadata tokens are all the same, e.g. ratings without items.
+
+    The map then gives every new event one score, a copy of a favourite
+    the same as any other: there is nothing to rank it by, nothing buried.
+    """
+    from service import item_features
+
+    meta = item_features.metadata_of(
+        model.item_ids_[source], None, model.item_categories_[source],
+        model.item_cities_[source], model.item_starts_at_[source])
+    return len(set(zip(*item_features.tokens(meta)))) <= 1
+
+
+def _probe_view(model: Any, context: RunContext, upcoming: np.ndarray, source: np.ndarray):
+    """Return the view of the upcoming catalogue plus probe events, and the probes' rows."""
+    from service.catalogue import overlay
+    from service.training.data import Catalogue
+
     probe_ids = np.array([f"{PROBE_PREFIX}{i:04d}" for i in range(source.size)])
     every = np.concatenate([upcoming, source])
     catalogue = Catalogue(
@@ -63,7 +81,7 @@ def check_new_events_scored(model: Any, context: RunContext) -> None:
         if getattr(model, name, None) is None:
             raise CheckFailure(f"{name} is missing: the model has no metadata map, so it cannot "
                                "score events listed after its fit; retrain")
-    view, _ = _probe_view(model, context)
+    view, _ = _probe_view(model, context, *_probe_sources(model, context))
     new = view.new
     if new is None or not len(new):
         raise CheckFailure("no probe event was taken as new; the catalogue overlay is broken")
@@ -79,12 +97,18 @@ def check_new_events_recommended(model: Any, context: RunContext) -> None:
     Probes carry no performer or venue, so they miss the content a real new
     event has, and rarely reach a top 10; a map that buries new events (a
     sunk intercept, a sign flipped) puts every one of them at the bottom.
+    Where the probes' metadata is all alike (a ratings file without an items
+    file: one category, no city, no start), a copy of a favourite is like any
+    new item and there is nothing to judge.
     """
     from service.catalogue_view import recommend
 
     if not _scores_metadata(model):
         return
-    view, _ = _probe_view(model, context)
+    upcoming, source = _probe_sources(model, context)
+    if _alike(model, source):
+        return
+    view, _ = _probe_view(model, context, upcoming, source)
     upcoming = int((view.starts_at > context.as_of).sum())
     user_ids = golden_user_ids(context)
     for user_id in user_ids:

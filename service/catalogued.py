@@ -284,6 +284,26 @@ class Catalogued:
         return Recommendation(items, self.item_ids_[items], scores[top].astype(np.float64),
                               strategy)
 
+    def score_catalogue(self, user_ids: Sequence[str]) -> np.ndarray:
+        """Return each user's score of every item (users x items), as recommend ranks them.
+
+        The scores come before seen and past items are set aside; an unknown
+        user's row is the cold-start popularity. The gate's probe measure
+        reads them (service/training/probes.py): on a ratings file every item
+        a user interacted with is seen, so no list would hold one.
+        """
+        check_is_fitted(self)
+        rows = np.array([self._user_row(user_id) for user_id in user_ids], dtype=np.int64)
+        scores = np.tile(np.asarray(self.item_popularity_, dtype=np.float32), (rows.size, 1))
+        known = rows >= 0
+        if known.any():
+            scores[known] = self._known_scores(rows[known])
+        return scores
+
+    def _known_scores(self, rows: np.ndarray) -> np.ndarray:
+        """Return every item's score for the known users in ``rows``: here, its popularity."""
+        return np.tile(np.asarray(self.item_popularity_, dtype=np.float32), (rows.size, 1))
+
     def recommend_batch(self, user_ids: Sequence[str], n: int = 10,
                         as_of: float | None = None) -> list[Recommendation]:
         """Return ``recommend(user_id, n, as_of)`` for each user, all as of the same instant."""

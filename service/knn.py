@@ -64,6 +64,10 @@ class ItemToItem(Catalogued, BaseEstimator):
         return self._profile_scores(self.profile_indices_[start:end],
                                     self.profile_weights_[start:end], first)
 
+    def _known_scores(self, rows: np.ndarray) -> np.ndarray:
+        """Score every item for the users in ``rows`` from their profiles, as a request does."""
+        return np.stack([self._row_scores(row, 0) for row in rows.tolist()]) + self.item_bias_
+
     def _profile_scores(self, items: np.ndarray, weights: np.ndarray,
                         first: int) -> np.ndarray:
         """Return the scores of items ``first:`` from a profile (item indices, weights)."""

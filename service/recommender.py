@@ -472,6 +472,10 @@ class EventRecommender(Catalogued, BaseEstimator):
         scores += self.item_bias_[items]
         return scores
 
+    def _known_scores(self, rows: np.ndarray) -> np.ndarray:
+        """Score every item for the users in ``rows`` from the factors, as a request does."""
+        return self.user_factors_[rows] @ self.item_factors_.T + self.item_bias_
+
     def _user_scores(self, row: int, first: int) -> np.ndarray:
         """Score items ``first:`` for the user in ``row`` (a fresh array)."""
         scores = self.item_factors_[first:] @ self.user_factors_[row]

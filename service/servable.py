@@ -77,6 +77,13 @@ class Servable(Protocol):
                         as_of: float | None = None) -> list[Recommendation]:
         """Return ``recommend(user_id, n, as_of)`` for each user, as of one instant."""
 
+    def score_catalogue(self, user_ids: Sequence[str]) -> np.ndarray:
+        """Return each user's score of every item (users x items), before seen items are set aside.
+
+        What recommend ranks, over the whole catalogue; an unknown user's row
+        is the cold-start popularity. The gate measures the model by it.
+        """
+
     def declared_arrays(self) -> Mapping[str, ArraySpec]:
         """Name every learned array with its shape and values, for the integrity checks."""
 

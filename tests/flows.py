@@ -38,6 +38,25 @@ def sample(directory: Path, seed: int = 0) -> tuple[Path, Path]:
     return write_sample(directory, seed=seed, **WORLD)
 
 
+def ratings(directory: Path, seed: int = 0) -> Path:
+    """Write the small sample world as a MovieLens-style ratings file, and return its path.
+
+    ``userId,movieId,rating,timestamp`` with epoch seconds and no interaction
+    column, so every row is seen; no items file, so no item has metadata.
+    """
+    interactions, _ = sample(directory, seed)
+    with open(interactions, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    out = directory / "ratings.csv"
+    with open(out, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["userId", "movieId", "rating", "timestamp"])
+        writer.writerows([row["user_id"], row["item_id"], row["weight"],
+                          int(datetime.fromisoformat(row["timestamp"]).timestamp())]
+                         for row in rows)
+    return out
+
+
 def damage(interactions: Path, out: Path, seed: int = 0) -> Path:
     """Shuffle the user column: counts survive, every taste signal is gone."""
     with open(interactions, newline="") as handle:

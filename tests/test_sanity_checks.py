@@ -28,6 +28,7 @@ from sanity_tests import (
     run_checks,
 )
 from service.recommender import EventRecommender
+from service.servable import SERVABLES, servable_class
 from tests.flows import damage_model
 
 HOLDOUT = {"precision@10": 0.08, "recall@10": 0.3, "ndcg@10": 0.2, "coverage": 0.6}
@@ -438,7 +439,7 @@ def as_impostor(model):
     # Not a servable: it declares no arrays to check either.
     (as_impostor, {"check_fitted_estimator", "check_array_shapes", "check_finite_arrays",
                    "check_ranking_matches_scoring", "check_new_events_recommended",
-                   "check_list_changes"},
+                   "check_measured_quality", "check_list_changes"},
      "test_sanity_checks.Impostor, not a service.recommender.EventRecommender"),
     (with_schema_version, {"check_schema_version"},
      f"model.schema_version_ is 0, expected {EventRecommender.SCHEMA_VERSION}"),
@@ -525,6 +526,37 @@ def test_broken_model_fails_exactly_its_check(model, golden_context, breaker, fa
 def test_healthy_model_passes_every_check(model, golden_context):
     report = run_checks(RUN_CHECKS + MODEL_CHECKS, model, golden_context)
     assert report.passed, report.format()
+
+
+@pytest.mark.parametrize("servable", sorted(SERVABLES))
+def test_a_healthy_model_of_ratings_passes_every_check(world, servable):
+    # A ratings file: every row is seen and no items file says anything of the items.
+    # Each probe user's own items are then all seen, and the probe events all alike.
+    from service.training.data import Interactions
+    from service.training.probes import build_probes
+
+    log = world[0]
+    ratings = Interactions.from_arrays(log.user_id, log.item_id, log.timestamp, log.weight)
+    params = {"event": {"n_components": 8, "n_clusters": 4}, "ease": {"max_items": 200},
+              "item_knn": {"n_neighbors": 20}}[servable]
+    model = servable_class(servable)(**params).fit(ratings)
+    golden = [{"user_id": str(u), "holdout_items": []} for u in model.user_ids_[::18][:20]]
+    context = make_context(golden_users=golden, as_of=float(log.timestamp.max()) + 1.0,
+                           schema_version=model.SCHEMA_VERSION, model_class=servable,
+                           thresholds=Thresholds(latency_calls=100),
+                           probes=build_probes(model, ratings, golden, count=100))
+    report = run_checks(RUN_CHECKS + MODEL_CHECKS, model, context)
+    assert report.passed, report.format()
+    # And the measure still tells a scrambled model from this one: items' factors, or the
+    # items of users' profiles, moved to other items.
+    damaged = copy.deepcopy(model)
+    moved = np.random.default_rng(0).permutation(model.item_ids_.size)
+    if servable == "event":
+        damaged.item_factors_ = model.item_factors_[moved]
+    else:
+        damaged.profile_indices_ = moved[model.profile_indices_].astype(np.int32)
+    with pytest.raises(CheckFailure, match="is far below the"):
+        sanity_tests.check_measured_quality(damaged, context)
 
 
 def test_golden_failure_names_users_and_counts(model, golden_context):

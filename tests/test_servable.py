@@ -1,4 +1,4 @@
-"""The other servables, trained by the real flow, pass the gate and serve over HTTP.
+"""Every servable, on events and on ratings, trained by the flow, passes the gate and serves.
 
 ``ItemKNNRecommender`` and ``EASERecommender`` live in their own modules and
 one registration line each; the loader, the gate, the checks and the API
@@ -89,13 +89,21 @@ def test_ease_scores_only_its_most_interacted_items_and_refuses_no_penalty():
         EASERecommender(l2=0.0).fit(log)
 
 
-@pytest.mark.parametrize("servable", ["item_knn", "ease"])
-def test_a_flow_run_of_another_servable_serves_over_http(tmp_path, servable):
+@pytest.mark.parametrize("servable, data", [
+    ("item_knn", "events"), ("ease", "events"),
+    # A ratings file: every row seen, no items file. Each probe user's own items are
+    # seen and no new item has metadata; the gate once rejected every such run.
+    ("ease", "ratings"), ("event", "ratings")])
+def test_a_flow_run_of_each_servable_and_kind_of_data_serves_over_http(
+        tmp_path, servable, data):
     home = tmp_path / "home"
     trainer = config.load({"LINEUP_HOME": str(home), "METAFLOW_USER": "lineup-trainer"})
-    interactions, items = flows.sample(tmp_path / "data")
-    run_id = train(trainer, interactions=str(interactions), items=str(items),
-                   extra_args=["--model", servable]).rsplit("/", 1)[-1]
+    if data == "events":
+        interactions, items = flows.sample(tmp_path / "data")
+    else:
+        interactions, items = flows.ratings(tmp_path / "data"), None
+    run_id = train(trainer, interactions=str(interactions), items=items and str(items),
+                   extra_args=["--model", servable, *flows.SHORT_SEARCH]).rsplit("/", 1)[-1]
     server = Server(home)
     server.start()
     try:

@@ -91,46 +91,18 @@ def _ndcg(scores: np.ndarray, columns: np.ndarray, counts: np.ndarray) -> np.nda
     return np.where(counts > 0, gains / best, 0.0)
 
 
-def model_scores(model: Any, users: Sequence[str]) -> np.ndarray:
-    """Return each user's score of every catalogue item (users x items), -inf for none.
-
-    A factor model's scores come from its factors (``user_factors_ @
-    item_factors_.T + item_bias_``), the scores recommend ranks before it
-    sets bought and past events aside, and a user it does not know gets its
-    cold-start popularity, as a request would. Any other servable is asked
-    through ``recommend`` for its whole catalogue, every event counted as
-    upcoming: items it leaves out (bought, or never scored) score -inf.
-    """
-    n_items = np.asarray(model.item_ids_).shape[0]
-    if getattr(model, "user_factors_", None) is None or \
-            getattr(model, "item_factors_", None) is None:
-        scores = np.full((len(users), n_items), -np.inf, dtype=np.float32)
-        for row, user in enumerate(users):
-            rec = model.recommend(user, n_items, -np.inf)
-            scores[row, np.asarray(rec.items, dtype=np.int64)] = rec.scores
-        return scores
-    rows = user_rows(model, users)
-    popularity = np.asarray(model.item_popularity_, dtype=np.float32)
-    scores = np.tile(popularity, (len(users), 1))
-    known = rows >= 0
-    if known.any():
-        factors = np.asarray(model.user_factors_)[rows[known]]
-        scores[known] = factors @ np.asarray(model.item_factors_).T
-        bias = getattr(model, "item_bias_", None)
-        if bias is not None:
-            scores[known] += np.asarray(bias)
-    return scores
-
-
 def measure(model: Any, users: Sequence[str],
             items: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
     """Return per-user NDCG@K of each user's own items under the model and under its popularity.
 
-    The model ranks its whole catalogue; its popularity (recency-weighted,
-    the order of every cold-start list) leaves out what the model leaves out
-    for the user (-inf), so the two compare fairly.
+    The model ranks its whole catalogue by the scores a request ranks before
+    it sets seen and past items aside (``score_catalogue``): the users' own
+    items are seen, bought or rated, and the served model was fitted on them,
+    which is why they measure it. Its popularity (recency-weighted, the order
+    of every cold-start list) leaves out what the model leaves out for the
+    user (-inf), so the two compare fairly.
     """
-    scores = model_scores(model, users)
+    scores = np.asarray(model.score_catalogue(users), dtype=np.float32)
     targets = _targets(model, items)
     popularity = np.tile(np.asarray(model.item_popularity_, dtype=np.float32), (len(users), 1))
     popularity[~np.isfinite(scores)] = -np.inf
