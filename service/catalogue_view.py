@@ -219,8 +219,9 @@ def _new_candidates(view: CatalogueView, item_filter: ItemFilter, as_of: float,
     new = view.new
     if new is None or not len(new):
         return np.empty(0, dtype=np.intp)
-    ok = ((new.starts_at > max(as_of, item_filter.starts_after))
-          & (new.starts_at < item_filter.starts_before))
+    ok = new.starts_at > max(as_of, item_filter.starts_after)
+    if item_filter.starts_before < math.inf:  # no bound keeps an item without a start (inf)
+        ok &= new.starts_at < item_filter.starts_before
     if cities is not None:
         ok &= _member(new.city_codes, cities)
     if categories is not None:

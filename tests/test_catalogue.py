@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -64,6 +65,23 @@ def test_new_events_are_scored_from_metadata_and_sold_out_ones_disappear(
         got = recommend(fitted_model, view, user_id, 20, AS_OF, item_filter=london)
         cities = np.concatenate([fitted_model.item_cities_, catalogue.city[rows]])[got.items]
         assert set(np.char.lower(cities).tolist()) <= {"london"}
+
+
+def test_a_new_item_without_a_start_is_always_upcoming(fitted_model, next_week):
+    # An items file may give no start (+inf: always listed), as a ratings file's movies do.
+    new = ~np.isin(next_week.item_id, fitted_model.item_ids_)
+    undated = replace(next_week, starts_at=np.where(new, np.inf, next_week.starts_at))
+    view, rows = overlay(fitted_model, undated)
+    new_ids = set(undated.item_id[rows].tolist())
+    assert new_ids == set(next_week.item_id[new].tolist())
+    reached = set()
+    for user_id in fitted_model.user_ids_[::10].tolist():
+        reached |= set(recommend(fitted_model, view, user_id, 10, AS_OF).item_ids.tolist())
+    assert reached & new_ids, "new items without a start never reach anyone"
+    # A bound on the start leaves them out, as it leaves out known items without one.
+    soon = ItemFilter(starts_before=AS_OF + 30 * 86_400)
+    got = recommend(fitted_model, view, fitted_model.user_ids_[0], 50, AS_OF, item_filter=soon)
+    assert not set(got.item_ids.tolist()) & new_ids
 
 
 def _qualifying(view, item_filter):
