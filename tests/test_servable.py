@@ -32,6 +32,26 @@ def test_item_knn_is_a_servable(small_world):
     assert model.recommend("nobody-at-all", 5).strategy == "cold_start"
 
 
+@pytest.mark.parametrize("servable, params", [
+    ("event", {"n_components": 16, "n_clusters": 4}), ("item_knn", {"n_neighbors": 20}),
+    ("ease", {"max_items": 500})])
+def test_score_catalogue_gives_the_scores_recommend_ranks(small_world, servable, params):
+    log, catalogue = small_world
+    model = servable_class(servable)(**params).fit(log, items=catalogue)
+    users = [str(user) for user in model.user_ids_[::97][:20]] + ["nobody-at-all"]
+    scores = model.score_catalogue(users)
+    assert scores.shape == (len(users), model.item_ids_.size)
+    for user, row in zip(users, scores):
+        rec = model.recommend(user, 10, as_of=-np.inf, use_ranking=False)
+        np.testing.assert_allclose(rec.scores, row[rec.items], rtol=1e-5, atol=1e-6)
+    # A user's seen items keep their scores (recommend sets them aside): the gate
+    # measures the model on them.
+    seen = model.seen_indices_[model.seen_indptr_[0]:model.seen_indptr_[1]]
+    own = model.score_catalogue([str(model.user_ids_[0])])[0]
+    assert seen.size and np.isfinite(own[seen]).all()
+    np.testing.assert_array_equal(scores[-1], model.item_popularity_.astype(np.float32))
+
+
 def test_shrinkage_keeps_a_pair_seen_together_once_below_one_seen_by_many():
     # A: users 0-9 and the fan; B: user 0 alone; C: users 1-99. The cosine
     # ranks B above C for the fan (0.30 against 0.27); shrunk, C is far above.
