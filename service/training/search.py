@@ -92,10 +92,8 @@ def budget_seconds(text: str, items_expire: bool) -> float:
     scored 2 to 6 points a task, not one pass over the axes, and the flow's
     choice on the whole file lost to popularity on its holdout (-0.008
     [-0.017, +0.001]: the gate rejects it); with 60 s (210 points) it beat
-    it, +0.016 [+0.005, +0.026]. A walk that ends inside its budget makes
-    the same choice on any machine; one cut short stops wherever that
-    machine's speed leaves it (MovieLens 100k, flow seed 2: 43 and 41
-    points in 10 s, about 100 in 60 s; docs/training.md).
+    it, +0.016 [+0.005, +0.026]. MovieLens 100k's event-model walks end
+    inside 10 s, so its choices are the same.
     """
     if str(text).strip().lower() == "auto":
         return BUDGETS[bool(items_expire)]
