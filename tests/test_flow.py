@@ -140,7 +140,6 @@ def test_malformed_data_fails_the_run_with_a_one_line_cause(trainer_settings, tm
     ("--grid", "16,3x", "--grid '16,3x': invalid literal for int()"),
     ("--half_lives", "7,never", "--half_lives '7,never': could not convert string to float"),
     ("--weightings", "raw,sqrt", "--weightings 'raw,sqrt': sqrt: not one of raw, binary, log"),
-    ("--search_seconds", "soon", "--search_seconds 'soon': could not convert string to float"),
 ])
 def test_a_bad_parameter_stops_the_run_in_start(trainer_settings, option, value, cause):
     """A typo in a search option is caught before the data is read, in one line."""

@@ -248,14 +248,6 @@ def test_every_servable_is_searched_only_where_items_do_not_expire():
         search.servables("svd", False)
 
 
-def test_the_search_budget_is_longer_only_where_items_do_not_expire():
-    assert search.budget_seconds("auto", True) == 10.0
-    assert search.budget_seconds("auto", False) == 60.0
-    assert search.budget_seconds(" 2.5", False) == 2.5
-    with pytest.raises(ValueError, match="could not convert"):
-        search.budget_seconds("soon", True)
-
-
 def _point(model, value, *splits, components=None, users=(1000, 100)):
     """A search result: the combined NDCG@10 and, with splits, each one's and its users."""
     if not splits:

@@ -41,8 +41,7 @@ class LineupTrainFlow(FlowSpec):
     3) train: foreach task, a coordinate descent over one servable's search
        space from its start (search.start; each task takes the axes in its
        own order), fitting and scoring on the validation split within
-       ``search_seconds`` of CPU time, one BLAS thread per task
-       (service/training/search.py)
+       ``search_seconds``, one BLAS thread per task (service/training/search.py)
     4) join: pick the point with the best validation NDCG@10, of the default
        servable unless another's best beats it on every split by one user's
        hit (search.choose)
@@ -136,10 +135,9 @@ class LineupTrainFlow(FlowSpec):
                                   "sample when there are more); the holdout scores all of its")
     search_tasks = Parameter("search_tasks", default=2, type=int,
                              help="Parallel search tasks (foreach), each with one BLAS thread")
-    search_seconds = Parameter("search_seconds", default="auto",
+    search_seconds = Parameter("search_seconds", default=10.0, type=float,
                                help="Time budget of each search task, in seconds of its own "
-                                    "CPU time (other load does not shrink the search); "
-                                    "'auto': 10 where items have start times, 60 on ratings")
+                                    "CPU time (other load does not shrink the search)")
 
     @step
     def start(self):
@@ -158,7 +156,6 @@ class LineupTrainFlow(FlowSpec):
         try:  # before the data is read: a typo costs a second, not a run
             search.servables(self.model_kind, items_expire=False)
             self._axes(span_days=math.inf, items_expire=False, count_default=0.0)
-            self._budget(items_expire=False)
         except ValueError as error:
             raise BadParameter(str(error)) from None
         if self.interactions:
@@ -242,7 +239,6 @@ class LineupTrainFlow(FlowSpec):
             np.isfinite(self.catalogue.starts_at).any())
         # Per servable, the axes it has; each foreach task walks one servable's
         # axes from its start (search.start), in its own order.
-        self.search_budget = self._budget(items_expire)
         self.search_spaces, self.search_starts, self.grid_points = {}, {}, []
         for servable in search.servables(self.model_kind, items_expire):
             defaults = servable_class(servable)().get_params()
@@ -257,7 +253,7 @@ class LineupTrainFlow(FlowSpec):
                                  for order in search.orders(space, self.search_tasks)]
         print(f"protocol {self.evaluation_protocol}")
         print(f"search {self.search_spaces} from {self.search_starts} in "
-              f"{len(self.grid_points)} tasks of {self.search_budget:g} s")
+              f"{len(self.grid_points)} tasks of {self.search_seconds:g} s")
         self.next(self.train, foreach="grid_points")
 
     @step
@@ -271,7 +267,7 @@ class LineupTrainFlow(FlowSpec):
         servable, order = self.input
         self.results = [{"model": servable, **result} for result in search.run(
             self.search_spaces[servable], self.search_starts[servable], order,
-            functools.partial(self._score, servable), self.search_budget, PRIMARY_METRIC)]
+            functools.partial(self._score, servable), self.search_seconds, PRIMARY_METRIC)]
         for result in self.results:
             print(result)
         self.next(self.join)
@@ -344,7 +340,13 @@ class LineupTrainFlow(FlowSpec):
         """
         from service.training import search
 
-        parsed = self._parsed
+        def parsed(name, parse, *args):
+            text = getattr(self, name)
+            try:
+                return parse(text, *args)
+            except ValueError as error:
+                raise ValueError(f"--{name} {text!r}: {error}") from None
+
         return {
             "half_life_days": parsed("half_lives", search.half_lives, span_days),
             "user_half_life": parsed("user_half_lives", search.parse_list),
@@ -357,20 +359,6 @@ class LineupTrainFlow(FlowSpec):
             "shrinkage": parsed("shrinkages", search.parse_list),
             "n_neighbors": parsed("neighbours", search.parse_list, int),
             "l2": parsed("l2s", search.parse_list)}
-
-    def _budget(self, items_expire: bool) -> float:
-        """Return each search task's CPU budget in seconds, parsed from ``--search_seconds``."""
-        from service.training import search
-
-        return self._parsed("search_seconds", search.budget_seconds, items_expire)
-
-    def _parsed(self, name, parse, *args):
-        """Return ``parse(--name, *args)``; a ValueError names the parameter and its value."""
-        text = getattr(self, name)
-        try:
-            return parse(text, *args)
-        except ValueError as error:
-            raise ValueError(f"--{name} {text!r}: {error}") from None
 
     def _score(self, servable, point):
         """Fit ``point`` of ``servable`` on each validation split's training rows; combine."""

@@ -79,27 +79,6 @@ def count_exponents(text: str, items_expire: bool, default: float) -> list[float
     return listed_or_auto(text, [default] if items_expire else COUNT_EXPONENTS)
 
 
-#: Each search task's CPU seconds under "auto": where items expire, and on ratings.
-BUDGETS = {True: 10.0, False: 60.0}
-
-
-def budget_seconds(text: str, items_expire: bool) -> float:
-    """Return each search task's budget in CPU seconds: the given number, or "auto".
-
-    "auto" gives 10 s where items expire: a daily events flow must pick up
-    tomorrow's events, and the default sample trains in under a minute. On
-    ratings it gives 60 s. A point of MovieLens 1M costs about 3 s, so 10 s
-    scored 2 to 6 points a task, not one pass over the axes, and the flow's
-    choice on the whole file lost to popularity on its holdout (-0.008
-    [-0.017, +0.001]: the gate rejects it); with 60 s (210 points) it beat
-    it, +0.016 [+0.005, +0.026]. MovieLens 100k's event-model walks end
-    inside 10 s, so its choices are the same.
-    """
-    if str(text).strip().lower() == "auto":
-        return BUDGETS[bool(items_expire)]
-    return float(text)
-
-
 def start(defaults: dict[str, Any], space: dict[str, Sequence[Any]],
           items_expire: bool) -> dict[str, Any]:
     """Return the point a servable's walk starts from: its defaults, undecayed where items last.
