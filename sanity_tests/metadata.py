@@ -109,10 +109,9 @@ def check_new_events_recommended(model: Any, context: RunContext) -> None:
     if _alike(model, source):
         return
     view, _ = _probe_view(model, context, upcoming, source)
-    upcoming = int((view.starts_at > context.as_of).sum())
     user_ids = golden_user_ids(context)
     for user_id in user_ids:
-        upper = recommend(model, view, user_id, max(1, upcoming // 2), context.as_of)
+        upper = recommend(model, view, user_id, max(1, upcoming.size // 2), context.as_of)
         if not np.isfinite(upper.scores).all():
             raise CheckFailure(f"golden user {user_id} got non-finite scores with new events "
                                "listed")
@@ -120,5 +119,6 @@ def check_new_events_recommended(model: Any, context: RunContext) -> None:
             return
     raise CheckFailure(
         f"none of {len(user_ids)} golden users ranks any of {len(view.new)} new events copied "
-        f"from their own favourites in the upper half of the {upcoming} upcoming; the metadata "
-        "map buries new events, and events listed after the fit would never be recommended")
+        f"from their own favourites in the upper half of the {upcoming.size} upcoming; the "
+        "metadata map buries new events, and events listed after the fit would never be "
+        "recommended")
