@@ -30,7 +30,7 @@ DAMAGE_FLOW = Path(__file__).with_name("damage_flow.py")
 #: Small enough for a run in seconds, large enough for the model to beat popularity.
 WORLD = {"users": 1500, "events": 300, "interactions": 40_000}
 #: A short hyperparameter search: these runs test serving, not tuning.
-SHORT_SEARCH = ("--search_seconds", "2", "--search_tasks", "1")
+SHORT_SEARCH = ("--search_seconds", "2", "--search_passes", "0", "--search_tasks", "1")
 
 
 def sample(directory: Path, seed: int = 0) -> tuple[Path, Path]:

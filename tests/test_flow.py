@@ -140,6 +140,7 @@ def test_malformed_data_fails_the_run_with_a_one_line_cause(trainer_settings, tm
     ("--grid", "16,3x", "--grid '16,3x': invalid literal for int()"),
     ("--half_lives", "7,never", "--half_lives '7,never': could not convert string to float"),
     ("--weightings", "raw,sqrt", "--weightings 'raw,sqrt': sqrt: not one of raw, binary, log"),
+    ("--search_passes", "-1", "--search_passes '-1': not a count of passes"),
 ])
 def test_a_bad_parameter_stops_the_run_in_start(trainer_settings, option, value, cause):
     """A typo in a search option is caught before the data is read, in one line."""
@@ -182,9 +183,19 @@ def test_on_ratings_every_servable_is_searched_and_the_best_one_is_served(
         trainer_settings, tmp_path):
     interactions, _ = flows.sample(tmp_path / "data")  # without items: no start times
     pathspec = train(trainer_settings, interactions=str(interactions), seed=0,
-                     extra_args=["--search_seconds", "2"])
-    data = _client(trainer_settings).Run(pathspec).data
+                     extra_args=["--search_seconds", "0"])
+    run = _client(trainer_settings).Run(pathspec)
+    data = run.data
     assert {result["model"] for result in data.search_results} == set(SERVABLES)
+    # A budget spent at once still lets each walk complete its pass over every axis (a
+    # floor without a user half-life makes the same model: it is not scored again).
+    assert data.search_min_passes == 1
+    for task in run["train"].tasks():
+        servable = task.data.results[0]["model"]
+        tried = [data.search_starts[servable], *task.data.results]
+        for axis, values in data.search_spaces[servable].items():
+            if axis != "user_decay_floor":
+                assert {point[axis] for point in tried} >= set(values), (servable, axis)
     best = search.choose(data.search_results, "ndcg@10")
     assert data.model_class == best["model"] == servable_name(data.model)
     assert set(data.best_params) == set(data.search_space) == set(

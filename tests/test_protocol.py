@@ -71,7 +71,7 @@ def test_the_validation_window_grows_anew_within_the_share_not_from_the_tests_le
     assert validation.description["held_out_rows"] <= 0.5 * len(test.train)
 
 
-def test_beside_last_k_the_search_also_validates_on_a_thin_time_window():
+def test_each_validation_split_asks_the_holdouts_question():
     # 12 users rate a{n} on day 0 and b{n} on day 1; users 0-5 also rate c{n} on day 20 + n
     # and d{n} on day 40. No window within 10% of the rows reaches 10 users, so the holdout
     # is each user's last rating (d{n} or b{n}).
@@ -99,14 +99,18 @@ def test_beside_last_k_the_search_also_validates_on_a_thin_time_window():
     assert windowed.description["kind"] == "time_window"
     assert len(protocol.validations(windowed, holdout_days=1, min_users=2, k=1, max_share=0.1,
                                     min_window_users=1)) == 1
-    # A time-window holdout (d0-d5) whose nested window cannot reach 6 users falls back to
-    # last_k for validation, and so validates on the thin window too (c4 and c5).
+    # A time-window holdout (d0-d5) whose nested window cannot reach 6 users asks the time
+    # question alone: it validates on the thin window (c4 and c5), not on each user's last.
     windowed = protocol.choose(log, 41 * DAY, holdout_days=1, min_users=6, k=1, max_share=0.1)
     assert windowed.description["kind"] == "time_window" and len(windowed.truth) == 6
     splits = protocol.validations(windowed, holdout_days=1, min_users=6, k=1, max_share=0.1,
                                   min_window_users=2)
-    assert [split.description["kind"] for split in splits] == ["last_k", "time_window"]
-    assert sorted(splits[1].truth) == ["u4", "u5"]
+    assert [split.description["kind"] for split in splits] == ["time_window"]
+    assert sorted(splits[0].truth) == ["u4", "u5"] and splits[0].description["min_users"] == 2
+    # No thin window reaches its users either: each user's last, the only split there is.
+    assert [split.description["kind"] for split in protocol.validations(
+        windowed, holdout_days=1, min_users=6, k=1, max_share=0.1,
+        min_window_users=50)] == ["last_k"]
 
 
 def test_the_combined_metric_weighs_each_split_by_the_root_of_its_users():
@@ -210,6 +214,26 @@ def test_the_budget_counts_the_tasks_cpu_time_not_its_waiting():
     unbounded = search.run(SPACE, start, ["a", "b", "c"], _score, 60.0, "ndcg@10")
     waited = search.run(SPACE, start, ["a", "b", "c"], waiting_score, 0.25, "ndcg@10")
     assert [r["a"] for r in waited] == [r["a"] for r in unbounded] and len(waited) > 2
+
+
+def test_the_budget_stops_a_walk_only_after_its_whole_passes():
+    start = search.timed(_score, {"a": 0, "b": "x", "c": 1.0})
+    one_pass = search.run(SPACE, start, ["a", "b", "c"], _score, 0.0, "ndcg@10", min_passes=1)
+    # Every value of every axis tried once, then the budget (spent) stops the second pass.
+    tried = {axis: {r[axis] for r in one_pass} for axis in SPACE}
+    assert all(tried[axis] >= set(SPACE[axis]) - {start[axis]} for axis in SPACE)
+    assert len(one_pass) == sum(len(values) - 1 for values in SPACE.values())
+    unbounded = search.run(SPACE, start, ["a", "b", "c"], _score, 60.0, "ndcg@10")
+    assert len(unbounded) > len(one_pass)
+
+
+def test_a_whole_pass_is_the_minimum_only_on_ratings():
+    assert search.min_passes("auto", items_expire=False) == 1
+    assert search.min_passes("auto", items_expire=True) == 0
+    assert search.min_passes(" 2 ", items_expire=True) == 2
+    for text in ("-1", "one"):
+        with pytest.raises(ValueError):
+            search.min_passes(text, items_expire=False)
 
 
 def test_search_axes_and_half_lives():

@@ -35,13 +35,15 @@ class LineupTrainFlow(FlowSpec):
        the deterministic sample world when no file is given
     2) split: hold out enough evaluation users (a time window grown until it
        has ``min_eval_users``, else each user's last ``holdout_last``), carve
-       the validation split from the training rows by the same rule (beside
-       last-k, also a time window of ``min_window_users``), and set each
-       searched servable's space (``--model``)
+       the validation split from the training rows by the same rule (where
+       it falls back to last-k, a time window of ``min_window_users`` asks the
+       time question: beside last-k under a last-k holdout, alone under a
+       time-window one), and set each searched servable's space (``--model``)
     3) train: foreach task, a coordinate descent over one servable's search
        space from its start (search.start; each task takes the axes in its
        own order), fitting and scoring on the validation split within
-       ``search_seconds``, one BLAS thread per task (service/training/search.py)
+       ``search_seconds`` of CPU time (on ratings, not before one whole pass:
+       ``search_passes``), one BLAS thread per task (service/training/search.py)
     4) join: pick the point with the best validation NDCG@10, of the default
        servable unless another's best beats it on every split by one user's
        hit (search.choose)
@@ -138,6 +140,10 @@ class LineupTrainFlow(FlowSpec):
     search_seconds = Parameter("search_seconds", default=10.0, type=float,
                                help="Time budget of each search task, in seconds of its own "
                                     "CPU time (other load does not shrink the search)")
+    search_passes = Parameter("search_passes", default="auto",
+                              help="Whole passes over the axes each search task completes "
+                                   "before its time budget may stop it; 'auto': one on ratings "
+                                   "(items without start times), none where items expire")
 
     @step
     def start(self):
@@ -156,6 +162,7 @@ class LineupTrainFlow(FlowSpec):
         try:  # before the data is read: a typo costs a second, not a run
             search.servables(self.model_kind, items_expire=False)
             self._axes(span_days=math.inf, items_expire=False, count_default=0.0)
+            self._passes(items_expire=False)
         except ValueError as error:
             raise BadParameter(str(error)) from None
         if self.interactions:
@@ -239,6 +246,7 @@ class LineupTrainFlow(FlowSpec):
             np.isfinite(self.catalogue.starts_at).any())
         # Per servable, the axes it has; each foreach task walks one servable's
         # axes from its start (search.start), in its own order.
+        self.search_min_passes = self._passes(items_expire)
         self.search_spaces, self.search_starts, self.grid_points = {}, {}, []
         for servable in search.servables(self.model_kind, items_expire):
             defaults = servable_class(servable)().get_params()
@@ -253,7 +261,8 @@ class LineupTrainFlow(FlowSpec):
                                  for order in search.orders(space, self.search_tasks)]
         print(f"protocol {self.evaluation_protocol}")
         print(f"search {self.search_spaces} from {self.search_starts} in "
-              f"{len(self.grid_points)} tasks of {self.search_seconds:g} s")
+              f"{len(self.grid_points)} tasks of {self.search_seconds:g} s, "
+              f"at least {self.search_min_passes} passes")
         self.next(self.train, foreach="grid_points")
 
     @step
@@ -267,7 +276,8 @@ class LineupTrainFlow(FlowSpec):
         servable, order = self.input
         self.results = [{"model": servable, **result} for result in search.run(
             self.search_spaces[servable], self.search_starts[servable], order,
-            functools.partial(self._score, servable), self.search_seconds, PRIMARY_METRIC)]
+            functools.partial(self._score, servable), self.search_seconds, PRIMARY_METRIC,
+            self.search_min_passes)]
         for result in self.results:
             print(result)
         self.next(self.join)
@@ -340,13 +350,7 @@ class LineupTrainFlow(FlowSpec):
         """
         from service.training import search
 
-        def parsed(name, parse, *args):
-            text = getattr(self, name)
-            try:
-                return parse(text, *args)
-            except ValueError as error:
-                raise ValueError(f"--{name} {text!r}: {error}") from None
-
+        parsed = self._parsed
         return {
             "half_life_days": parsed("half_lives", search.half_lives, span_days),
             "user_half_life": parsed("user_half_lives", search.parse_list),
@@ -359,6 +363,20 @@ class LineupTrainFlow(FlowSpec):
             "shrinkage": parsed("shrinkages", search.parse_list),
             "n_neighbors": parsed("neighbours", search.parse_list, int),
             "l2": parsed("l2s", search.parse_list)}
+
+    def _passes(self, items_expire: bool) -> int:
+        """Return the passes each search task completes before its budget may stop it."""
+        from service.training import search
+
+        return self._parsed("search_passes", search.min_passes, items_expire)
+
+    def _parsed(self, name, parse, *args):
+        """Return ``parse(--name, *args)``; a ValueError names the parameter and its value."""
+        text = getattr(self, name)
+        try:
+            return parse(text, *args)
+        except ValueError as error:
+            raise ValueError(f"--{name} {text!r}: {error}") from None
 
     def _score(self, servable, point):
         """Fit ``point`` of ``servable`` on each validation split's training rows; combine."""
