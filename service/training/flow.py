@@ -261,8 +261,8 @@ class LineupTrainFlow(FlowSpec):
                                  for order in search.orders(space, self.search_tasks)]
         print(f"protocol {self.evaluation_protocol}")
         print(f"search {self.search_spaces} from {self.search_starts} in "
-              f"{len(self.grid_points)} tasks of {self.search_seconds:g} s, "
-              f"at least {self.search_min_passes} passes")
+              f"{len(self.grid_points)} tasks of {self.search_seconds:g} s "
+              f"(whole passes before the budget stops a walk: {self.search_min_passes})")
         self.next(self.train, foreach="grid_points")
 
     @step
