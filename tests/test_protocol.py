@@ -231,8 +231,8 @@ def test_a_whole_pass_is_the_minimum_only_on_ratings():
     assert search.min_passes("auto", items_expire=False) == 1
     assert search.min_passes("auto", items_expire=True) == 0
     assert search.min_passes(" 2 ", items_expire=True) == 2
-    for text in ("-1", "one"):
-        with pytest.raises(ValueError):
+    for text in ("-1", "one", "1.5", ""):
+        with pytest.raises(ValueError, match="not a count of passes"):
             search.min_passes(text, items_expire=False)
 
 

@@ -109,12 +109,12 @@ def min_passes(text: str, items_expire: bool) -> int:
     items expire, the daily events flow keeps to its budget: the default
     sample trains in under a minute.
     """
-    if str(text).strip().lower() == "auto":
+    text = str(text).strip().lower()
+    if text == "auto":
         return 0 if items_expire else 1
-    passes = int(text)
-    if passes < 0:
-        raise ValueError("not a count of passes (0 or more)")
-    return passes
+    if not text.isdecimal():
+        raise ValueError("not a count of passes (0 or more) nor 'auto'")
+    return int(text)
 
 
 def weightings(text: str) -> list[str]:
